@@ -1,0 +1,61 @@
+"""What a fine-tune is set up to do: the knobs users write in BitsAndBytesConfig, LoraConfig and
+TrainingArguments, under short names. Defaults follow the seeds' QLoRA recipe: NF4 with double
+quantization, bf16 compute, LoRA on every linear projection, paged 32-bit AdamW, gradient
+checkpointing, SDPA attention, ``prepare_model_for_kbit_training`` and the Trainer's ``bf16=True``
+(CUDA autocast)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Quant = Literal["nf4", "fp4", "int8", "none"]
+Optim = Literal["paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_8bit", "adafactor", "sgd"]
+Attn = Literal["sdpa", "eager", "flash_attention_2"]
+Dtype = Literal["bf16", "fp16"]
+
+OPTIMIZERS: tuple[str, ...] = Optim.__args__  # type: ignore[attr-defined]
+RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+
+
+class TrainSettings(BaseModel):
+    """One fully specified training setup. Every field has the meaning of its Hugging Face namesake."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quant: Quant = Field("nf4", description="BitsAndBytesConfig: nf4/fp4 = load_in_4bit, int8 = load_in_8bit, none = 16-bit LoRA")
+    full_finetune: bool = Field(False, description="train every weight in 16-bit instead of LoRA (for comparison)")
+    double_quant: bool = Field(True, description="bnb_4bit_use_double_quant")
+    compute_dtype: Dtype = Field("bf16", description="bnb_4bit_compute_dtype, and the Trainer's bf16/fp16 flag")
+    rank: int = Field(64, ge=1, le=65536, description="LoraConfig.r")
+    alpha: float | None = Field(None, description="LoraConfig.lora_alpha (no effect on memory)")
+    targets: tuple[str, ...] = Field(("all-linear",), description="LoraConfig.target_modules")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoraConfig.lora_dropout")
+    seq_len: int = Field(2048, ge=1, le=10_000_000, description="max_seq_length / max_length (packed, every sequence full)")
+    batch: int = Field(1, ge=1, le=100_000, description="per_device_train_batch_size")
+    grad_accum: int = Field(16, ge=1, le=1_000_000, description="gradient_accumulation_steps")
+    optim: Optim = Field("paged_adamw_32bit", description="TrainingArguments.optim")
+    gradient_checkpointing: bool = True
+    attn: Attn = Field("sdpa", description="attn_implementation")
+    prepare_kbit: bool = Field(True, description="peft.prepare_model_for_kbit_training was called (casts non-4-bit params to fp32)")
+    autocast: bool = Field(True, description="forward runs under CUDA autocast (Trainer bf16=True / fp16=True)")
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _split_targets(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        value = tuple(part for part in value if part)
+        if not value:
+            raise ValueError("target_modules is empty")
+        return value
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in one micro-batch, ``T = batch * seq_len``."""
+        return self.batch * self.seq_len
+
+    @property
+    def quantized(self) -> bool:
+        return self.quant != "none" and not self.full_finetune
