@@ -1,0 +1,61 @@
+"""What the CUDA stack adds around the tensors: the CUDA context, cuBLAS workspaces and allocator
+fragmentation. These are measured, not derived: each profile in ``profiles/overhead/`` records the GPU,
+library versions, date and scenarios it was fitted on (``qplan calibrate``).
+
+    reserved_peak = allocated_peak * (1 + fragmentation_ratio) + fragmentation_bytes
+    device_peak   = reserved_peak + cuda_context_bytes + paged optimizer state (resident)
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import QPlanError
+from ..profiles import load_profile_json, profiles_dir
+
+
+class OverheadProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    status: str = Field(description="'calibrated' (fitted on measurements) or 'literature' (not measured here)")
+    gpu: str = Field(description="GPU name the values were measured on, '*' for any")
+    versions: dict[str, str] = {}
+    date: str | None = None
+    source: str
+    cuda_context_bytes: int
+    cublas_workspace_bytes: int
+    fragmentation_ratio: float
+    fragmentation_bytes: int = 0
+    driver_reserved_bytes: int = Field(0, description="device memory in use before any process starts (NVML)")
+    backward_scale: float = Field(1.0, description="multiplier on the estimated backward working set")
+    fit: dict = {}
+
+    def reserved(self, allocated: int) -> int:
+        return int(allocated * (1 + self.fragmentation_ratio)) + self.fragmentation_bytes
+
+
+def available_profiles() -> list[OverheadProfile]:
+    folder = profiles_dir() / "overhead"
+    return [OverheadProfile(**load_profile_json(f"overhead/{path.name}")) for path in sorted(folder.glob("*.json"))]
+
+
+def select_profile(gpu_name: str | None = None, name: str | None = None) -> OverheadProfile:
+    """The named profile; else a calibrated one measured on this GPU model; else the newest calibrated one;
+    else the literature defaults."""
+    profiles = available_profiles()
+    if name:
+        for profile in profiles:
+            if profile.name == name:
+                return profile
+        raise QPlanError(f"no overhead profile named {name!r}; have {', '.join(p.name for p in profiles)}")
+    calibrated = sorted((p for p in profiles if p.status == "calibrated"), key=lambda p: p.date or "")
+    if gpu_name:
+        same_gpu = [p for p in calibrated if p.gpu.lower() in gpu_name.lower() or gpu_name.lower() in p.gpu.lower()]
+        if same_gpu:
+            return same_gpu[-1]
+    if calibrated:
+        return calibrated[-1]
+    if not profiles:
+        raise QPlanError("no overhead profile found under profiles/overhead/")
+    return profiles[0]

@@ -1,0 +1,88 @@
+"""Frozen base weights: the quantized linears, the modules left in 16/32-bit, and the dequantized
+temporary a 4-bit matmul makes.
+
+Sources (bitsandbytes 0.50.2, transformers 5.23, peft 0.21):
+- ``bitsandbytes/functional.py:quantize_4bit``: packed weight ``ceil(n/2)`` bytes; absmax float32, one per
+  block of 64; with double quantization (``compress_statistics``) absmax becomes uint8 plus one float32 per
+  256 blocks, a float32 offset and a copied 256-entry float32 code (1 KiB); every layer also gets its own
+  16-entry float32 NF4/FP4 code (64 B).
+- ``bitsandbytes/nn/modules.py:Int8Params``: LLM.int8 keeps an int8 weight and one float32 scale (SCB) per
+  output row.
+- ``transformers/quantizers/base.py:get_keys_to_not_convert``: ``lm_head`` and everything that is not an
+  ``nn.Linear`` (embeddings, norms, MoE expert banks) stay in the model dtype.
+- ``peft/utils/other.py:prepare_model_for_kbit_training``: casts every fp16/bf16 parameter that is not a
+  ``Params4bit`` to float32 (int8 weights are int8 already, so they stay).
+- ``bitsandbytes/backends/cuda/ops.py:_dequant_linear_fallback`` / ``MatMul4Bit.backward``: with more than a
+  few hundred tokens per micro-batch the 4-bit matmul dequantizes the whole weight to the compute dtype
+  (``n * c`` bytes) plus float32 absmax temporaries, frees it on return; one layer at a time.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+
+from ..architecture import Architecture
+from ..settings import TrainSettings
+
+BLOCKSIZE_4BIT = 64
+BLOCKSIZE_NESTED = 256
+FP32 = 4
+BF16 = 2
+
+
+def linear4bit_bytes(numel: int, double_quant: bool) -> int:
+    """Bytes of one ``Linear4bit`` weight with its quant_state.
+
+    no double quant: ``ceil(n/2) + 4*nb + 64``; double quant: ``ceil(n/2) + nb + 4*ceil(nb/256) + 4 + 64 + 1024``
+    with ``nb = ceil(n/64)`` (bitsandbytes ``quantize_4bit``).
+    """
+    blocks = ceil(numel / BLOCKSIZE_4BIT)
+    packed = ceil(numel / 2)
+    if not double_quant:
+        return packed + FP32 * blocks + 16 * FP32
+    return packed + blocks + FP32 * ceil(blocks / BLOCKSIZE_NESTED) + FP32 + 16 * FP32 + 256 * FP32
+
+
+def linear8bit_bytes(in_features: int, out_features: int) -> int:
+    """LLM.int8: int8 weight ``out*in`` bytes plus a float32 row scale per output row (``Int8Params.SCB``)."""
+    return in_features * out_features + FP32 * out_features
+
+
+def float_bytes(settings: TrainSettings) -> int:
+    """Bytes per element of the parameters left unquantized: float32 once ``prepare_model_for_kbit_training``
+    ran on a quantized model, else the 16-bit model dtype."""
+    return FP32 if settings.quantized and settings.prepare_kbit else BF16
+
+
+def frozen_weight_components(arch: Architecture, settings: TrainSettings) -> dict[str, int]:
+    """Resident bytes of the base model, by component."""
+    p_float = float_bytes(settings)
+    linears = [(lin, arch.layers * lin.count) for lin in arch.linears]
+    biases = arch.linear_bias_numel
+    if settings.quant in ("nf4", "fp4") and settings.quantized:
+        base = sum(n * linear4bit_bytes(lin.weight_numel, settings.double_quant) for lin, n in linears)
+        base_name = f"{settings.quant.upper()} weights" + (" + double-quant constants" if settings.double_quant else " + absmax")
+    elif settings.quant == "int8" and settings.quantized:
+        base = sum(n * linear8bit_bytes(lin.in_features, lin.out_features) for lin, n in linears)
+        base_name = "int8 weights + row scales"
+    else:
+        base = BF16 * arch.linear_weight_numel
+        base_name = "16-bit linear weights"
+    components = {
+        base_name: base,
+        "embeddings" + (" + tied lm_head" if arch.tied_embeddings else ""): p_float * arch.embedding_numel,
+        "lm_head": p_float * arch.lm_head_numel,
+        "norms, biases, router": p_float * (arch.norm_numel + biases + arch.layers * arch.router_numel),
+        "MoE experts (not nn.Linear: left unquantized)": p_float * arch.expert_numel,
+    }
+    return {name: size for name, size in components.items() if size}
+
+
+def dequant_temp_bytes(arch: Architecture, settings: TrainSettings) -> int:
+    """Largest transient of a quantized matmul: ``n*c`` for the dequantized weight plus ``n/8`` of float32
+    absmax temporaries with double quantization (``n/16`` without). One layer at a time."""
+    if not settings.quantized:
+        return 0
+    numel = arch.largest_linear.weight_numel
+    absmax_tmp = numel // 8 if settings.double_quant else numel // 16
+    return numel * BF16 + absmax_tmp

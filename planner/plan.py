@@ -1,0 +1,115 @@
+"""The plan qplan prints: pydantic models at the output edge (``--json`` and ``qplan schema``) and the
+function that fills them from the memory model. Keys are a stable contract documented in the README."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .architecture import Architecture
+from .memory import Estimate, estimate
+from .memory.overhead import OverheadProfile
+from .settings import TrainSettings
+
+
+class ModelInfo(BaseModel):
+    name: str
+    model_type: str
+    params: int
+    layers: int
+    hidden: int
+    vocab: int
+    max_positions: int
+    tied_embeddings: bool
+    generic_formula: bool = Field(description="true when model_type is unknown and the generic decoder formula was used")
+
+
+class GpuInfo(BaseModel):
+    name: str
+    label: str
+    count: int
+    total_bytes: int = Field(description="device memory per GPU as nvidia-smi reports it")
+    usable_bytes: int = Field(description="total less what the driver keeps (from the overhead profile)")
+    budget_bytes: int = Field(description="usable less the safety margin: what a plan may use")
+    bf16: bool
+
+
+class ProfileInfo(BaseModel):
+    name: str
+    status: str
+    gpu: str
+    date: str | None
+    source: str
+
+
+class Recommendation(BaseModel):
+    settings: TrainSettings
+    peak_bytes: int
+    headroom_bytes: int
+    tokens_per_step: int = Field(description="batch * grad_accum * seq_len: tokens per optimizer step")
+    strategy: str = "single-gpu"
+
+
+class Alternative(BaseModel):
+    kind: str = Field(description="larger-gpu | more-gpus | smaller-model | smaller-settings")
+    summary: str
+    peak_bytes: int | None = None
+    detail: dict = {}
+
+
+class Plan(BaseModel):
+    model: ModelInfo
+    gpu: GpuInfo
+    settings: TrainSettings
+    breakdown: dict[str, int] = Field(description="component -> bytes at the peak (device level)")
+    phases: dict[str, int] = Field(description="phase -> peak allocated bytes")
+    peak_bytes: int = Field(description="device-level peak: what nvidia-smi would show for the process")
+    allocated_peak_bytes: int = Field(description="what torch.cuda.max_memory_allocated would show")
+    reserved_peak_bytes: int = Field(description="what torch.cuda.max_memory_reserved would show")
+    paged_bytes: int = Field(description="paged optimizer state in CUDA managed memory (outside torch stats)")
+    peak_phase: str
+    trainable_params: int
+    fits: bool
+    headroom_bytes: int = Field(description="budget_bytes - peak_bytes (negative: short by that much)")
+    profile: ProfileInfo
+    recommendations: list[Recommendation] = []
+    longest_seq_len: Recommendation | None = None
+    largest_batch: Recommendation | None = None
+    alternatives: list[Alternative] = []
+    notes: list[str] = []
+
+
+def model_info(arch: Architecture) -> ModelInfo:
+    return ModelInfo(
+        name=arch.name, model_type=arch.model_type, params=arch.total_params, layers=arch.layers,
+        hidden=arch.hidden, vocab=arch.vocab, max_positions=arch.max_positions,
+        tied_embeddings=arch.tied_embeddings, generic_formula=arch.generic,
+    )
+
+
+def profile_info(profile: OverheadProfile) -> ProfileInfo:
+    return ProfileInfo(name=profile.name, status=profile.status, gpu=profile.gpu, date=profile.date, source=profile.source)
+
+
+def plan_from_estimate(
+    arch: Architecture, gpu: GpuInfo, settings: TrainSettings, est: Estimate, profile: OverheadProfile
+) -> Plan:
+    return Plan(
+        model=model_info(arch),
+        gpu=gpu,
+        settings=settings,
+        breakdown=est.components,
+        phases=est.phases,
+        peak_bytes=est.device_peak,
+        allocated_peak_bytes=est.allocated_peak,
+        reserved_peak_bytes=est.reserved_peak,
+        paged_bytes=est.paged,
+        peak_phase=est.peak_phase,
+        trainable_params=est.trainable_params,
+        fits=est.device_peak <= gpu.budget_bytes,
+        headroom_bytes=gpu.budget_bytes - est.device_peak,
+        profile=profile_info(profile),
+    )
+
+
+def single_plan(arch: Architecture, gpu: GpuInfo, settings: TrainSettings, profile: OverheadProfile) -> Plan:
+    return plan_from_estimate(arch, gpu, settings, estimate(arch, settings, profile), profile)

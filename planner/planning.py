@@ -1,0 +1,166 @@
+"""From what the user typed to a :class:`~planner.plan.Plan`: resolve model and card, price the user's
+setup, search the open knobs, and when nothing fits name what would (a larger card, more cards with
+FSDP-QLoRA, a smaller model of the same family), with numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .architecture import Architecture
+from .catalog import catalog_models, resolve_model
+from .gpus import Gpu, catalog_gpus, resolve_gpu
+from .memory import Estimate, estimate
+from .memory.fsdp import fsdp_estimate
+from .memory.overhead import OverheadProfile, select_profile
+from .memory.weights import frozen_weight_components
+from .plan import Alternative, GpuInfo, Plan, plan_from_estimate
+from .recommend import Search, best
+from .settings import TrainSettings
+from .units import fmt_gib
+
+MAX_FSDP_GPUS = 16
+
+
+@dataclass
+class Request:
+    model: str
+    gpu: str
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    fixed: set[str] = field(default_factory=set)
+    gpus: int = 1
+    target_batch: int = 16
+    margin: float = 0.05
+    prefer: str = "seq"
+    profile: str | None = None
+    top: int = 5
+
+
+def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float) -> GpuInfo:
+    usable = gpu.total_bytes - profile.driver_reserved_bytes
+    return GpuInfo(
+        name=gpu.name, label=gpu.label, count=count, total_bytes=gpu.total_bytes, usable_bytes=usable,
+        budget_bytes=int(usable * (1 - margin)), bf16=gpu.bf16,
+    )
+
+
+def _estimator(arch: Architecture, profile: OverheadProfile, gpus: int):
+    if gpus > 1:
+        return lambda settings: fsdp_estimate(arch, settings, profile, gpus)
+    return lambda settings: estimate(arch, settings, profile)
+
+
+def reference_settings(request: Request, arch: Architecture) -> TrainSettings:
+    """A small but useful setup to judge other cards and models by: the user's fixed knobs, otherwise
+    r=16, seq_len 1024 (or the model's maximum), micro-batch 1, checkpointing, paged 8-bit AdamW."""
+    defaults = {
+        "rank": 16, "seq_len": min(1024, arch.max_positions), "batch": 1,
+        "gradient_checkpointing": True, "optim": "paged_adamw_8bit",
+    }
+    return request.settings.model_copy(update={k: v for k, v in defaults.items() if k not in request.fixed})
+
+
+def smallest_settings(request: Request) -> TrainSettings:
+    """The least memory the open knobs allow: r=8, seq_len 256, micro-batch 1, checkpointing, 8-bit state."""
+    smallest = {"rank": 8, "seq_len": 256, "batch": 1, "gradient_checkpointing": True, "optim": "paged_adamw_8bit"}
+    return request.settings.model_copy(update={k: v for k, v in smallest.items() if k not in request.fixed})
+
+
+def make_plan(request: Request) -> Plan:
+    arch = resolve_model(request.model)
+    gpu = resolve_gpu(request.gpu)
+    profile = select_profile(gpu.label, request.profile)
+    info = gpu_info(gpu, request.gpus, profile, request.margin)
+    notes: list[str] = []
+    settings = request.settings
+    if settings.compute_dtype == "bf16" and not gpu.bf16:
+        settings = settings.model_copy(update={"compute_dtype": "fp16"})
+        notes.append(f"{gpu.label} has no bf16: compute dtype falls back to fp16 (same bytes)")
+    request = Request(**{**request.__dict__, "settings": settings})
+    if arch.generic:
+        notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
+    if arch.expert_banks:
+        notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized and LoRA does not target them")
+    estimator = _estimator(arch, profile, request.gpus)
+
+    search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions, target_batch=request.target_batch)
+    found = search.candidates(estimator, info.budget_bytes)
+    ranked = best(found, request.prefer, request.top)
+    if ranked:
+        chosen = ranked[0].settings if _open_knobs(request) else settings
+    else:
+        chosen = smallest_settings(request) if _open_knobs(request) else settings
+    plan = plan_from_estimate(arch, info, chosen, estimator(chosen), profile)
+    plan.recommendations = ranked
+    if found:
+        plan.longest_seq_len = max(found, key=lambda r: (r.settings.seq_len, r.tokens_per_step, r.settings.rank))
+        plan.largest_batch = max(found, key=lambda r: (r.settings.batch, r.settings.seq_len, r.settings.rank))
+    if not plan.fits or not ranked:
+        plan.alternatives = alternatives(request, arch, info, profile)
+        notes.insert(0, why_not(arch, plan, info))
+    if request.gpus > 1:
+        notes.append(f"{request.gpus} GPUs: per-GPU numbers for FSDP-QLoRA (estimate, not yet measured on several GPUs)")
+    plan.notes = notes
+    return plan
+
+
+def _open_knobs(request: Request) -> bool:
+    return not {"rank", "seq_len", "batch"} <= request.fixed
+
+
+def why_not(arch: Architecture, plan: Plan, info: GpuInfo) -> str:
+    frozen = sum(frozen_weight_components(arch, plan.settings).values()) // max(1, info.count if info.count > 1 else 1)
+    what = "the frozen base model (4-bit weights plus the modules left in 16/32-bit)"
+    if frozen > info.budget_bytes:
+        return (f"{what} alone needs {fmt_gib(frozen)}; this card has {fmt_gib(info.usable_bytes)} usable "
+                f"({fmt_gib(info.budget_bytes)} after the safety margin)")
+    return (f"even the smallest setup shown needs {fmt_gib(plan.peak_bytes)} at its peak ({plan.peak_phase}); "
+            f"this card has {fmt_gib(info.budget_bytes)} to give after the safety margin")
+
+
+def alternatives(request: Request, arch: Architecture, info: GpuInfo, profile: OverheadProfile) -> list[Alternative]:
+    reference = reference_settings(request, arch)
+    need = estimate(arch, reference, profile)
+    out: list[Alternative] = []
+    ref_text = f"r={reference.rank}, seq_len {reference.seq_len}, micro-batch {reference.batch}"
+    for card in catalog_gpus():
+        card_info = gpu_info(card, 1, profile, request.margin)
+        if need.device_peak <= card_info.budget_bytes:
+            out.append(Alternative(
+                kind="larger-gpu",
+                summary=f"one {card.label} ({fmt_gib(card.total_bytes)}): {ref_text} peaks at {fmt_gib(need.device_peak)}",
+                peak_bytes=need.device_peak, detail={"gpu": card.name, "settings": reference.model_dump()},
+            ))
+            break
+    for n in range(2, MAX_FSDP_GPUS + 1):
+        per_gpu = fsdp_estimate(arch, reference, profile, n)
+        if per_gpu.device_peak <= info.budget_bytes:
+            out.append(Alternative(
+                kind="more-gpus",
+                summary=(f"{n} x {info.label} with FSDP-QLoRA: {ref_text} needs about {fmt_gib(per_gpu.device_peak)} "
+                         f"per GPU (estimate, not yet measured on several GPUs)"),
+                peak_bytes=per_gpu.device_peak, detail={"gpus": n, "strategy": "fsdp"},
+            ))
+            break
+    smaller = _largest_fitting_sibling(request, arch, info, profile, reference)
+    if smaller:
+        out.append(smaller)
+    return out
+
+
+def _largest_fitting_sibling(request, arch, info, profile, reference) -> Alternative | None:
+    entries = catalog_models()
+    family = next((e.family for e in entries if e.architecture.name == arch.name), None)
+    siblings = sorted(
+        (e for e in entries if e.family == family and e.params < arch.total_params),
+        key=lambda e: e.params, reverse=True,
+    ) if family else []
+    for entry in siblings:
+        est: Estimate = estimate(entry.architecture, reference, profile)
+        if est.device_peak <= info.budget_bytes:
+            return Alternative(
+                kind="smaller-model",
+                summary=(f"{entry.slug} ({entry.params / 1e9:.1f} B params) fits this card: "
+                         f"r={reference.rank}, seq_len {reference.seq_len} peaks at {fmt_gib(est.device_peak)}"),
+                peak_bytes=est.device_peak, detail={"model": entry.slug},
+            )
+    return None

@@ -1,0 +1,77 @@
+"""Rich rendering of a :class:`~planner.plan.Plan` for people. All sizes in GiB (2**30 bytes)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .plan import Plan, Recommendation
+from .units import gib
+
+
+def _g(nbytes: int) -> str:
+    return f"{gib(nbytes):.2f}"
+
+
+def _settings_line(rec: Recommendation) -> tuple[str, ...]:
+    s = rec.settings
+    return (
+        str(s.rank), str(s.seq_len), str(s.batch), str(s.grad_accum),
+        "on" if s.gradient_checkpointing else "off", s.optim, _g(rec.peak_bytes), _g(rec.headroom_bytes),
+    )
+
+
+def render(plan: Plan, console: Console | None = None) -> None:
+    console = console or Console()
+    m, g, s = plan.model, plan.gpu, plan.settings
+    gpus = f"{g.count} x " if g.count > 1 else ""
+    console.print(
+        f"[bold]{m.name}[/] ({m.model_type}, {m.params / 1e9:.2f} B params, {m.layers} layers, vocab {m.vocab}) "
+        f"on [bold]{gpus}{g.label}[/] ({_g(g.total_bytes)} GiB, {_g(g.usable_bytes)} usable, "
+        f"{_g(g.budget_bytes)} budget after margin)"
+    )
+    quant = "16-bit" if s.quant == "none" else s.quant.upper() + (" + double quant" if s.double_quant else "")
+    console.print(
+        f"{'full fine-tune' if s.full_finetune else 'LoRA'} r={s.rank} on {','.join(s.targets)} | {quant} | "
+        f"seq_len {s.seq_len} | micro-batch {s.batch} x grad-accum {s.grad_accum} | {s.optim} | "
+        f"checkpointing {'on' if s.gradient_checkpointing else 'off'} | {s.attn} | {s.compute_dtype}"
+    )
+
+    table = Table(title="Memory at the peak (GiB)", title_justify="left")
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    for name, size in plan.breakdown.items():
+        table.add_row(name, _g(size))
+    table.add_row("[bold]peak on the device (nvidia-smi)[/]", f"[bold]{_g(plan.peak_bytes)}[/]")
+    table.add_row("  torch max_memory_allocated", _g(plan.allocated_peak_bytes))
+    table.add_row("  torch max_memory_reserved", _g(plan.reserved_peak_bytes))
+    console.print(table)
+    console.print(f"peak phase: {plan.peak_phase}; trainable parameters: {plan.trainable_params:,}")
+
+    if plan.fits:
+        pct = 100 * plan.headroom_bytes / g.budget_bytes
+        console.print(f"[bold green]FITS[/] with {_g(plan.headroom_bytes)} GiB headroom ({pct:.1f}% of the budget)")
+    else:
+        console.print(f"[bold red]DOES NOT FIT[/]: {_g(-plan.headroom_bytes)} GiB over the budget")
+
+    if plan.recommendations:
+        rec_table = Table(title="Settings that fit, best first", title_justify="left")
+        for column in ("r", "seq_len", "batch", "accum", "ckpt", "optimizer", "peak GiB", "headroom GiB"):
+            rec_table.add_column(column, justify="right")
+        for rec in plan.recommendations:
+            rec_table.add_row(*_settings_line(rec))
+        console.print(rec_table)
+        if plan.longest_seq_len:
+            r = plan.longest_seq_len
+            console.print(f"longest seq_len that fits: {r.settings.seq_len} (r={r.settings.rank}, micro-batch {r.settings.batch}, {_g(r.peak_bytes)} GiB)")
+        if plan.largest_batch:
+            r = plan.largest_batch
+            console.print(f"largest micro-batch that fits: {r.settings.batch} (seq_len {r.settings.seq_len}, r={r.settings.rank}, {_g(r.peak_bytes)} GiB)")
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if plan.alternatives:
+        console.print("[bold]What would work instead:[/]")
+        for alt in plan.alternatives:
+            console.print(f"  - {alt.summary}")
+    p = plan.profile
+    console.print(f"[dim]overheads: profile {p.name} ({p.status}{', ' + p.gpu if p.gpu != '*' else ''}{', ' + p.date if p.date else ''})[/]")
