@@ -17,6 +17,8 @@ from .errors import QPlanError
 COMMANDS = {
     "plan": "plan",
     "schema": "schema",
+    "calibrate": "calibrate",
+    "validate": "validate",
 }
 
 

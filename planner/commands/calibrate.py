@@ -1,0 +1,31 @@
+"""``qplan calibrate RESULTS.jsonl... --name NAME``: fit the overhead terms to measurements and write
+``profiles/overhead/NAME.json`` (refuses to replace an existing profile without --force)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..calibrate import fit_profile, load_measurements, write_profile
+from ..memory.overhead import select_profile
+from ..profiles import profiles_dir
+from ..units import fmt_gib
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Fit CUDA context, driver reserve, fragmentation and backward working set to GPU measurements."
+    parser.add_argument("results", nargs="+", help="measurement JSON-lines files from qplan measure")
+    parser.add_argument("--name", required=True, help="profile name, e.g. h100-torch2.11")
+    parser.add_argument("--force", action="store_true", help="replace an existing profile of that name")
+
+
+def run(args: argparse.Namespace) -> int:
+    records = load_measurements(args.results)
+    profile = fit_profile(records, args.name, select_profile(name="literature-defaults"))
+    path = profiles_dir() / "overhead" / f"{args.name}.json"
+    write_profile(profile, path, force=args.force)
+    print(
+        f"wrote {path}: context+non-torch {fmt_gib(profile.cuda_context_bytes)}, driver reserve "
+        f"{fmt_gib(profile.driver_reserved_bytes)}, reserved = allocated x {1 + profile.fragmentation_ratio:.4f} "
+        f"+ {fmt_gib(profile.fragmentation_bytes)}, backward working set x {profile.backward_scale}"
+    )
+    return 0

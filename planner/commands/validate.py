@@ -1,0 +1,58 @@
+"""``qplan validate RESULTS.jsonl...``: predicted vs measured for every scenario. The overhead terms are
+fitted on one half of the scenarios (alternating by name) and the errors reported on the other half."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..calibrate import fit_profile, load_measurements, split_halves, usable, validate
+from ..memory.overhead import select_profile
+from ..units import gib
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Check the analytic model against GPU measurements (fit on half, report on the other half)."
+    parser.add_argument("results", nargs="+", help="measurement JSON-lines files from qplan measure")
+    parser.add_argument("--profile", help="validate this overhead profile on all scenarios instead of a split fit")
+    parser.add_argument("--margin", type=float, default=0.0, help="safety margin used when judging capped runs")
+    parser.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    records = load_measurements(args.results)
+    if args.profile:
+        profile, held_out = select_profile(name=args.profile), records
+    else:
+        fit_half, _ = split_halves(usable(records))
+        profile = fit_profile(fit_half, "split-half-fit", select_profile(name="literature-defaults"))
+        held_out = [r for r in records if r.scenario.name not in set(profile.fit["scenarios"])]
+    report = validate(held_out, profile, args.margin)
+    if args.json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Predicted vs measured (GiB), profile {profile.name}, held-out scenarios", title_justify="left")
+    for column in ("scenario", "status", "device meas.", "device pred.", "err", "alloc meas.", "alloc pred.", "err"):
+        table.add_column(column, justify="right" if column != "scenario" else "left")
+
+    def pct(x):
+        return "" if x is None else f"{100 * x:+.1f}%"
+
+    def g(x):
+        return "" if x is None else f"{gib(x):.2f}"
+
+    for row in report.rows:
+        table.add_row(row.scenario, row.status, g(row.measured_device), g(row.predicted_device), pct(row.device_error),
+                      g(row.measured_allocated), g(row.predicted_allocated), pct(row.allocated_error))
+    console = Console()
+    console.print(table)
+    if report.median_device_error is not None:
+        console.print(
+            f"peak device memory: median |error| {100 * report.median_device_error:.2f}%, max {100 * report.max_device_error:.2f}%; "
+            f"peak allocated: median {100 * report.median_allocated_error:.2f}%, max {100 * report.max_allocated_error:.2f}%"
+        )
+    console.print(f"false 'fits' (predicted to fit the cap, measured OOM): {len(report.false_fits)} {report.false_fits or ''}")
+    return 0
