@@ -19,6 +19,7 @@ COMMANDS = {
     "schema": "schema",
     "calibrate": "calibrate",
     "validate": "validate",
+    "regress": "regress",
 }
 
 

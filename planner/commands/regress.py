@@ -1,0 +1,117 @@
+"""``qplan regress run|compare|predict``: memory regression reports between two result sets.
+
+    qplan regress run --suite SUITE --out results/NAME.json [--script train.py]   # measure on this GPU
+    qplan regress predict --suite SUITE --out results/NAME.json [--gpu h100]      # qplan's predictions
+    qplan regress compare BASE.json NEW.json [--tolerance 2%] [--metric peak_device]
+                          [--report report.html] [--report report.md] [--allow-mismatch] [--json]
+
+compare exits 0 (no regression), 1 (regression, new OOM or a failed run), 2 (bad input or not comparable).
+Nothing is overwritten without --force. File format: planner/regress/resultfile.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import _OneLineParser
+from ..errors import QPlanError
+from ..regress.compare import METRICS, compare
+from ..regress.resultfile import load_results, refuse_overwrite, write_results
+from ..results import Suite
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Memory regression runs: measure a suite, snapshot qplan's predictions, compare two result sets."
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{run,compare,predict}", parser_class=_OneLineParser)
+
+    run = actions.add_parser("run", help="measure a suite on this GPU into one results file")
+    run.add_argument("--suite", required=True, help="suite name or suite file (see qplan measure)")
+    run.add_argument("--out", required=True, type=Path, help="results file to write, e.g. results/NAME.json")
+    run.add_argument("--script", type=Path, help="training script under test (its git commit is recorded)")
+    run.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    run.set_defaults(_action=_run)
+
+    cmp = actions.add_parser("compare", help="compare two results files scenario by scenario")
+    cmp.add_argument("base", help="baseline results file")
+    cmp.add_argument("new", help="results file to check against the baseline")
+    cmp.add_argument("--tolerance", default="2%", help="allowed growth: 2%% of the base peak (default) or a size like 0.5GiB")
+    cmp.add_argument("--metric", choices=METRICS, default="peak_device", help="which peak to compare (default peak_device)")
+    cmp.add_argument("--report", action="append", default=[], type=Path,
+                     help="write a report: .html (plot embedded) or .md (plot as .png beside it); repeatable")
+    cmp.add_argument("--allow-mismatch", action="store_true", help="compare runs from different GPUs or scenario definitions anyway")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    cmp.add_argument("--force", action="store_true", help="overwrite existing report files")
+    cmp.set_defaults(_action=_compare)
+
+    pred = actions.add_parser("predict", help="snapshot qplan's predictions for a suite as a results file")
+    pred.add_argument("--suite", required=True, help="suite name or suite file (see qplan measure)")
+    pred.add_argument("--out", required=True, type=Path, help="results file to write")
+    pred.add_argument("--gpu", help="card to predict for (picks its calibrated overhead profile), as in qplan --gpu")
+    pred.add_argument("--profile", help="overhead profile name under profiles/overhead/")
+    pred.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    pred.set_defaults(_action=_predict)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._action(args)
+
+
+def _suite(spec: str) -> Suite:
+    from ..measure.suite import load_suite
+
+    return load_suite(spec)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..regress.run import measure_suite, stream_path
+
+    refuse_overwrite(args.out, args.force)
+    results = measure_suite(_suite(args.suite), args.out, script=args.script, force=args.force)
+    write_results(args.out, results, force=args.force)
+    stream_path(args.out).unlink(missing_ok=True)
+    print(f"wrote {len(results.measurements)} measurements to {args.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ..regress.predict import predict_suite
+
+    refuse_overwrite(args.out, args.force)
+    results = predict_suite(_suite(args.suite), gpu=args.gpu, profile=args.profile)
+    write_results(args.out, results, force=args.force)
+    info = results.provenance
+    commit = f", commit {info.qplan_git.commit[:12]}{' (dirty)' if info.qplan_git.dirty else ''}" if info.qplan_git else ""
+    print(f"wrote {len(results.measurements)} predictions to {args.out} (qplan {info.qplan_version}{commit}, "
+          f"overhead profile {info.overhead_profile})")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..regress.report import REPORT_SUFFIXES
+
+    for report in args.report:
+        if report.suffix.lower() not in REPORT_SUFFIXES:
+            raise QPlanError(f"--report {report}: name it .html or .md")
+        refuse_overwrite(report, args.force)
+    comp = compare(
+        load_results(args.base), load_results(args.new), metric=args.metric, tolerance=args.tolerance,
+        allow_mismatch=args.allow_mismatch, base_path=args.base, new_path=args.new,
+    )
+    if args.json:
+        sys.stdout.write(comp.model_dump_json(indent=2) + "\n")
+    else:
+        from ..regress.console import render
+
+        render(comp)
+    if comp.exit_code == 2:
+        blocking = "; ".join(f"{d.what}: {d.base} vs {d.new}".strip() for d in comp.differences if d.severity == "blocking")
+        raise QPlanError(f"base and new are not comparable ({blocking}); pass --allow-mismatch to compare anyway")
+    if args.report:
+        from ..regress.report import write_report
+
+        for report in args.report:
+            for path in write_report(comp, report, force=args.force):
+                print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return comp.exit_code
