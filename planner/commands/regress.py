@@ -59,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _suite(spec: str) -> Suite:
-    from ..measure.suite import load_suite
-
+    """Suites are ``qplan measure``'s: ``planner.measure.suite.load_suite(spec) -> Suite``."""
+    try:
+        from ..measure.suite import load_suite
+    except ImportError as err:
+        raise QPlanError(f"cannot load suite {spec!r}: the measuring package is not available ({err})") from None
     return load_suite(spec)
 
 

@@ -128,6 +128,10 @@ class Comparison(BaseModel):
     def blocked(self) -> bool:
         return any(d.severity == "blocking" for d in self.differences)
 
+    @property
+    def any_oom(self) -> bool:
+        return any("oom" in (row.base_status, row.new_status) for row in self.rows)
+
     @computed_field
     @property
     def counts(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -12,7 +13,6 @@ VERDICT_STYLE = {
     "REGRESSION": "bold red", "new-oom": "bold red", "error": "red", "improved": "green", "fixed": "green",
     "ok": "", "still-oom": "yellow", "missing": "yellow", "added": "cyan",
 }
-SCENARIO_COLUMNS = ("scenario", "model", "base GiB", "new GiB", "delta GiB", "delta %", "verdict", "note")
 OOM_NOTE = "OOM (x): out of memory, x = the peak reached before it"
 
 
@@ -46,13 +46,16 @@ def render_versions(comp: Comparison, console: Console) -> None:
 
 
 def render_rows(comp: Comparison, console: Console) -> None:
-    table = Table(title=f"{METRIC_LABELS[comp.metric]}, GiB", title_justify="left", caption=OOM_NOTE, caption_justify="left")
-    for column in SCENARIO_COLUMNS:
-        table.add_column(column, justify="right" if "GiB" in column or "%" in column else "left")
+    """Compact enough for 80 columns: names and numbers are never cut, only the note wraps."""
+    table = Table(title=f"{METRIC_LABELS[comp.metric]}, GiB", title_justify="left", caption=OOM_NOTE if comp.any_oom else None,
+                  caption_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("scenario", "base", "new", "delta", "delta %", "verdict"):
+        table.add_column(column, justify="left" if column in ("scenario", "verdict") else "right", no_wrap=True)
+    table.add_column("note", overflow="fold")
     for row in comp.rows:
         style = VERDICT_STYLE[row.verdict]
         verdict = f"[{style}]{row.verdict}[/]" if style else row.verdict
-        table.add_row(row.scenario, row.model, *row.cells(), verdict, row.note)
+        table.add_row(row.scenario, *row.cells(), verdict, row.note)
     console.print(table)
 
 

@@ -11,11 +11,12 @@ from urllib.parse import quote
 
 from ..errors import QPlanError
 from .compare import FAILING, METRIC_LABELS, Comparison, describe
-from .console import OOM_NOTE, SCENARIO_COLUMNS
+from .console import OOM_NOTE
 from .plot import plot_png
 from .resultfile import refuse_overwrite, write_atomic
 
 REPORT_SUFFIXES = (".html", ".md")
+SCENARIO_COLUMNS = ("scenario", "model", "base GiB", "new GiB", "delta GiB", "delta %", "verdict", "note")
 
 
 def _headline(comp: Comparison) -> tuple[str, str]:
@@ -50,7 +51,7 @@ def markdown_report(comp: Comparison, png_name: str) -> str:
         for r in comp.rows
     ]
     out += [f"## {METRIC_LABELS[comp.metric]}, GiB", ""] + table(SCENARIO_COLUMNS, rows)
-    out += ["", OOM_NOTE + ".", "", f"![base vs new per scenario]({quote(png_name)})", "", "## Provenance", ""]
+    out += ["", OOM_NOTE + "." if comp.any_oom else "", "", f"![base vs new per scenario]({quote(png_name)})", "", "## Provenance", ""]
     versions = [(f"**{v.what}** (differs)" if v.changed else v.what, v.base, v.new) for v in comp.versions]
     out += table(("", "base", "new"), versions) + [""]
     return "\n".join(out)
@@ -88,7 +89,7 @@ def html_report(comp: Comparison, png: bytes) -> str:
         numbers = "".join(f"<td class='num'>{e(c)}</td>" for c in row.cells())
         parts.append(f"<tr><td>{e(row.scenario)}</td><td>{e(row.model)}</td>{numbers}"
                      f"<td class='{klass}'>{e(row.verdict)}</td><td>{e(row.note)}</td></tr>")
-    parts.append(f"</table><p>{e(OOM_NOTE)}.</p><h2>Provenance</h2><table><tr><th></th><th>base</th><th>new</th></tr>")
+    parts.append(f"</table><p>{e(OOM_NOTE) + '.' if comp.any_oom else ''}</p><h2>Provenance</h2><table><tr><th></th><th>base</th><th>new</th></tr>")
     for v in comp.versions:
         parts.append(f"<tr class='{'changed' if v.changed else ''}'><td>{e(v.what)}</td><td>{e(v.base)}</td><td>{e(v.new)}</td></tr>")
     parts.append("</table></body></html>\n")
