@@ -51,7 +51,7 @@ def select_profile(gpu_name: str | None = None, name: str | None = None) -> Over
         raise QPlanError(f"no overhead profile named {name!r}; have {', '.join(p.name for p in profiles)}")
     calibrated = sorted((p for p in profiles if p.status == "calibrated"), key=lambda p: p.date or "")
     if gpu_name:
-        same_gpu = [p for p in calibrated if p.gpu.lower() in gpu_name.lower() or gpu_name.lower() in p.gpu.lower()]
+        same_gpu = [p for p in calibrated if p.gpu.lower() == gpu_name.lower()]
         if same_gpu:
             return same_gpu[-1]
     if calibrated:
