@@ -100,59 +100,67 @@ def test_no_report_when_not_comparable(tmp_path):
 
 # ---- predict ------------------------------------------------------------------------------------
 
-SUITE = Suite(name="tiny", scenarios=[
-    Scenario(name="tiny-s1024", model="tiny", settings=TrainSettings(rank=16, seq_len=1024)),
-    Scenario(name="tiny-s4096-cap", model="tiny", settings=TrainSettings(seq_len=4096), memory_cap_bytes=GiB // 4),
-])
-
-
 @pytest.fixture
-def stand_ins(monkeypatch):
-    """planner.measure.suite and planner.catalog as the other verbs will provide them."""
-    arch = from_config(TINY_LLAMA, name="tiny")
-    catalog = types.ModuleType("planner.catalog")
-    catalog.resolve_model = lambda spec: arch if spec == "tiny" else pytest.fail(f"unexpected model {spec}")
-    suite_mod = types.ModuleType("planner.measure.suite")
-    suite_mod.load_suite = lambda spec: SUITE if spec == "tiny" else pytest.fail(f"unexpected suite {spec}")
-    monkeypatch.setitem(sys.modules, "planner.catalog", catalog)
-    monkeypatch.setitem(sys.modules, "planner.measure.suite", suite_mod)
-    return types.SimpleNamespace(arch=arch, suite=suite_mod)
+def tiny_suite(tmp_path, monkeypatch):
+    """A suite file whose model is a folder holding a small Llama config.json, priced by the real analytic
+    model. planner.catalog (resolve_model) is stood in for while it is not there yet."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA))
+    suite = Suite(name="tiny", scenarios=[
+        Scenario(name="tiny-s1024", model=str(folder), settings=TrainSettings(rank=16, seq_len=1024)),
+        Scenario(name="tiny-s4096-cap", model=str(folder), settings=TrainSettings(seq_len=4096), memory_cap_bytes=GiB // 4),
+    ])
+    (tmp_path / "tiny.json").write_text(suite.model_dump_json())
+    try:
+        from planner.catalog import resolve_model
+    except ImportError:
+        catalog = types.ModuleType("planner.catalog")
+        catalog.resolve_model = lambda spec: from_config(json.loads((Path(spec) / "config.json").read_text()), name="tiny")
+        monkeypatch.setitem(sys.modules, "planner.catalog", catalog)
+        resolve_model = catalog.resolve_model
+    return types.SimpleNamespace(path=tmp_path / "tiny.json", suite=suite, arch=resolve_model(str(folder)))
 
 
-def test_predict_writes_predictions_compare_can_read(tmp_path, stand_ins, capsys):
+def test_predict_writes_predictions_compare_can_read(tmp_path, tiny_suite, capsys):
     from planner.memory import estimate
     from planner.memory.overhead import select_profile
 
     out = tmp_path / "pred.json"
-    assert qplan("predict", "--suite", "tiny", "--out", out) == 0
+    assert qplan("predict", "--suite", tiny_suite.path, "--out", out) == 0
     results = load_results(out)
     info = results.provenance
     assert (info.kind, info.suite, info.qplan_version) == ("prediction", "tiny", __version__)
     assert info.overhead_profile.startswith(select_profile().name)
     first, capped = results.measurements
-    est = estimate(stand_ins.arch, SUITE.scenarios[0].settings, select_profile())
+    est = estimate(tiny_suite.arch, tiny_suite.suite.scenarios[0].settings, select_profile())
     assert (first.status, first.peak_device, first.peak_reserved, first.peak_allocated) == (
         "ok", est.device_peak, est.reserved_peak, est.allocated_peak)
     assert capped.status == "oom" and capped.peak_device > GiB // 4 and "exceeds the 0.25 GiB cap" in capped.error
+    assert "wrote 2 predictions" in capsys.readouterr().out
     assert qplan("compare", out, out) == 0
 
 
-def test_predict_refuses_to_overwrite(tmp_path, stand_ins, capsys):
+def test_predict_refuses_to_overwrite(tmp_path, tiny_suite):
     out = tmp_path / "pred.json"
     out.write_text("my baseline")
-    assert qplan("predict", "--suite", "tiny", "--out", out) == 2
+    assert qplan("predict", "--suite", tiny_suite.path, "--out", out) == 2
     assert out.read_text() == "my baseline"
-    assert qplan("predict", "--suite", "tiny", "--out", out, "--force") == 0
+    assert qplan("predict", "--suite", tiny_suite.path, "--out", out, "--force") == 0
     assert load_results(out).provenance.kind == "prediction"
 
 
 # ---- run ----------------------------------------------------------------------------------------
 
-def fake_run_suite(calls):
+@pytest.fixture
+def harness(monkeypatch):
+    """qplan measure's harness with the GPU part stood in for: each scenario 'measures' as in base.json."""
     measured = {m.scenario.name: m for m in load_results(FIXTURES / "base.json").measurements}
+    calls = []
 
-    def run_suite(suite, stream, on_result=None, **kwargs):
+    def run_suite(suite, stream, *, on_result=None, **kwargs):
         calls.append((suite.name, Path(stream), kwargs))
+        Path(stream).parent.mkdir(parents=True, exist_ok=True)
         done = []
         for scenario in suite.scenarios:
             m = measured[scenario.name].model_copy(update={"scenario": scenario})
@@ -162,17 +170,20 @@ def fake_run_suite(calls):
             done.append(m)
         return done
 
-    return run_suite
+    def load_suite(spec):
+        return Suite(name=str(spec), scenarios=[measured[name].scenario for name in measured][: 1 if spec == "one" else None])
+
+    monkeypatch.setattr("planner.measure.suite.run_suite", run_suite)
+    monkeypatch.setattr("planner.measure.suite.load_suite", load_suite)
+    monkeypatch.setattr("planner.commands.measure.require_cuda", lambda: None)
+    return calls
 
 
-def test_run_writes_one_results_file_with_provenance(tmp_path, stand_ins, capsys):
-    calls = []
-    stand_ins.suite.load_suite = lambda spec: Suite(name="smoke", scenarios=[m.scenario for m in load_results(FIXTURES / "base.json").measurements])
-    stand_ins.suite.run_suite = fake_run_suite(calls)
+def test_run_writes_one_results_file_with_provenance(tmp_path, harness, capsys):
     out = tmp_path / "results" / "smoke.json"
-    assert qplan("run", "--suite", "smoke", "--out", out) == 0
-    ((name, stream, kwargs),) = calls
-    assert name == "smoke" and stream.name == "smoke.json.partial.jsonl" and kwargs == {}
+    assert qplan("run", "--suite", "smoke", "--out", out, "--timeout", 60) == 0
+    ((name, stream, kwargs),) = harness
+    assert name == "smoke" and stream.name == "smoke.json.partial.jsonl" and kwargs == {"timeout": 60, "log": None}
     assert not stream.exists()
     results = load_results(out)
     assert results.provenance.kind == "measurement" and results.provenance.environment.gpu_name == "NVIDIA H100 80GB HBM3"
@@ -180,11 +191,11 @@ def test_run_writes_one_results_file_with_provenance(tmp_path, stand_ins, capsys
     assert "wrote 4 measurements" in capsys.readouterr().out
     assert qplan("compare", out, fx("new-regression.json")) == 1
     assert qplan("run", "--suite", "smoke", "--out", out) == 2  # refuses before measuring anything
-    assert len(calls) == 1
+    assert len(harness) == 1
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_run_records_the_scripts_commit(tmp_path, stand_ins):
+def test_run_records_the_scripts_commit(tmp_path, harness):
     repo = tmp_path / "repo"
     repo.mkdir()
     script = repo / "train.py"
@@ -192,11 +203,8 @@ def test_run_records_the_scripts_commit(tmp_path, stand_ins):
     for args in (["init", "-q"], ["add", "train.py"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    calls = []
-    stand_ins.suite.load_suite = lambda spec: Suite(name="one", scenarios=[load_results(FIXTURES / "base.json").measurements[0].scenario])
-    stand_ins.suite.run_suite = fake_run_suite(calls)
     out = tmp_path / "one.json"
     assert qplan("run", "--suite", "one", "--out", out, "--script", script) == 0
-    assert calls[0][2] == {"script": script}
     script_info = load_results(out).provenance.script
     assert script_info.path == str(script) and script_info.git.commit == head and not script_info.git.dirty
+    assert qplan("run", "--suite", "one", "--out", tmp_path / "two.json", "--script", repo / "missing.py") == 2

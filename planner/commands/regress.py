@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = actions.add_parser("run", help="measure a suite on this GPU into one results file")
     run.add_argument("--suite", required=True, help="suite name or suite file (see qplan measure)")
     run.add_argument("--out", required=True, type=Path, help="results file to write, e.g. results/NAME.json")
-    run.add_argument("--script", type=Path, help="training script under test (its git commit is recorded)")
+    run.add_argument("--script", type=Path, help="training script under test: its path and git commit are recorded")
+    run.add_argument("--timeout", type=float, help="seconds per scenario before it is recorded as an error (default 900)")
+    run.add_argument("--log", type=Path, help="append every worker's stderr here")
     run.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     run.set_defaults(_action=_run)
 
@@ -71,7 +73,10 @@ def _run(args: argparse.Namespace) -> int:
     from ..regress.run import measure_suite, stream_path
 
     refuse_overwrite(args.out, args.force)
-    results = measure_suite(_suite(args.suite), args.out, script=args.script, force=args.force)
+    if args.timeout is not None and args.timeout <= 0:
+        raise QPlanError("--timeout must be positive")
+    results = measure_suite(_suite(args.suite), args.out, script=args.script, force=args.force,
+                            timeout=args.timeout, log=args.log)
     write_results(args.out, results, force=args.force)
     stream_path(args.out).unlink(missing_ok=True)
     print(f"wrote {len(results.measurements)} measurements to {args.out}")
@@ -85,7 +90,7 @@ def _predict(args: argparse.Namespace) -> int:
     results = predict_suite(_suite(args.suite), gpu=args.gpu, profile=args.profile)
     write_results(args.out, results, force=args.force)
     info = results.provenance
-    commit = f", commit {info.qplan_git.commit[:12]}{' (dirty)' if info.qplan_git.dirty else ''}" if info.qplan_git else ""
+    commit = f", commit {info.qplan_git.label()}" if info.qplan_git else ""
     print(f"wrote {len(results.measurements)} predictions to {args.out} (qplan {info.qplan_version}{commit}, "
           f"overhead profile {info.overhead_profile})")
     return 0

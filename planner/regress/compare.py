@@ -249,10 +249,6 @@ def _gpu(info: RunInfo) -> str:
     return f"predicted for {info.gpu}" if info.gpu else "unknown GPU"
 
 
-def _git(state) -> str:
-    return "-" if state is None else state.commit[:12] + (" (dirty)" if state.dirty else "")
-
-
 def _versions(bp: RunInfo, np_: RunInfo) -> list[VersionRow]:
     def row(what: str, get) -> VersionRow:
         return VersionRow(what=what, base=str(get(bp) or "-"), new=str(get(np_) or "-"))
@@ -261,12 +257,12 @@ def _versions(bp: RunInfo, np_: RunInfo) -> list[VersionRow]:
         row("kind", lambda p: p.kind),
         row("GPU", _gpu),
         row("qplan", lambda p: p.qplan_version),
-        row("qplan commit", lambda p: _git(p.qplan_git)),
+        row("qplan commit", lambda p: p.qplan_git and p.qplan_git.label()),
     ]
     rows += [row(name, lambda p, name=name: getattr(p.environment, name, None)) for name in VERSION_FIELDS]
     if bp.script or np_.script:
         rows.append(row("script", lambda p: p.script.path if p.script else None))
-        rows.append(row("script commit", lambda p: _git(p.script.git) if p.script else None))
+        rows.append(row("script commit", lambda p: p.script and p.script.git and p.script.git.label()))
     if bp.overhead_profile or np_.overhead_profile:
         rows.append(row("overhead profile", lambda p: p.overhead_profile))
     return rows

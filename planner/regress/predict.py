@@ -48,7 +48,7 @@ def predict_suite(suite: Suite, *, gpu: str | None = None, profile: str | None =
         card = resolve_gpu(gpu)
     overhead = select_profile(card.label if card else None, profile)
     info = run_info(
-        "prediction", suite.name, gpu=card.name if card else None,
+        "prediction", suite.name, gpu=card.label if card else None,
         overhead_profile=f"{overhead.name} ({overhead.status})",
     )
     return ResultsFile(provenance=info, measurements=[predict_scenario(s, overhead) for s in suite.scenarios])

@@ -41,7 +41,11 @@ ENVIRONMENT_FIELDS = ("gpu_name", "gpu_total_bytes", "driver", "cuda", "torch", 
 
 class GitState(BaseModel):
     commit: str
-    dirty: bool = Field(False, description="uncommitted changes to the file (or to qplan's planner/ and profiles/)")
+    dirty: bool | None = Field(False, description="uncommitted changes to the file (or to qplan's planner/ and profiles/); None: unknown")
+
+    def label(self) -> str:
+        """``1dd404b3a9c2 (dirty)``: short commit, and whether the tree differed from it."""
+        return self.commit[:12] + {True: " (dirty)", False: "", None: " (dirty?)"}[self.dirty]
 
 
 class ScriptInfo(BaseModel):
@@ -116,9 +120,13 @@ def git_state(path: Path, *more: Path, toplevel: Path | None = None) -> GitState
 
 
 def qplan_git() -> GitState | None:
-    """qplan's own commit when it runs from a git checkout (dirty: planner/ or profiles/ changed)."""
+    """qplan's own commit when it runs from a git checkout (dirty: planner/ or profiles/ changed), else
+    ``QPLAN_GIT_COMMIT`` (set where the tree travels without ``.git``, as for ``qplan measure``)."""
     package = Path(__file__).resolve().parent.parent
-    return git_state(package, package.parent / "profiles", toplevel=package.parent)
+    state = git_state(package, package.parent / "profiles", toplevel=package.parent)
+    if state is None and os.environ.get("QPLAN_GIT_COMMIT"):
+        return GitState(commit=os.environ["QPLAN_GIT_COMMIT"], dirty=None)
+    return state
 
 
 def common_environment(measurements: list[Measurement], where: str) -> Provenance | None:
