@@ -125,6 +125,8 @@ def test_version_changes_are_context_not_mismatch():
     assert comp.differences == []
     changed = {v.what for v in comp.versions if v.changed}
     assert changed == {"torch", "transformers", "script commit"}
+    assert comp.changed == ("torch 2.13.0+cu130 -> 2.14.0+cu130, transformers 5.23.0 -> 5.24.0, "
+                            "script commit 333333333333 -> 444444444444")
 
 
 def test_metric_choice_and_missing_metric():

@@ -129,6 +129,11 @@ class Comparison(BaseModel):
         return any(d.severity == "blocking" for d in self.differences)
 
     @property
+    def changed(self) -> str:
+        """``torch 2.13.0 -> 2.14.0, transformers 5.23.0 -> 5.24.0``: what differs between the runs."""
+        return ", ".join(f"{v.what} {v.base} -> {v.new}" for v in self.versions if v.changed) or "nothing"
+
+    @property
     def any_oom(self) -> bool:
         return any("oom" in (row.base_status, row.new_status) for row in self.rows)
 

@@ -63,6 +63,7 @@ def render(comp: Comparison, console: Console | None = None) -> None:
     console = console or Console()
     console.print(f"[bold]qplan regress[/]: base {comp.base_path} ({describe(comp.base)})")
     console.print(f"                -> new {comp.new_path} ({describe(comp.new)})")
+    console.print(f"[bold]changed between the runs[/]: {comp.changed}")
     render_differences(comp, console)
     render_versions(comp, console)
     if comp.exit_code == 2:

@@ -42,6 +42,7 @@ def markdown_report(comp: Comparison, png_name: str) -> str:
     out = [
         f"# qplan regress: `{comp.base_path}` -> `{comp.new_path}`", "",
         f"base: {describe(comp.base)}; new: {describe(comp.new)}", "", f"**{verdict}**: {detail}", "",
+        f"Changed between the runs: {comp.changed}", "",
     ]
     if comp.differences:
         out += [f"## {_difference_title(comp)}", ""]
@@ -51,7 +52,7 @@ def markdown_report(comp: Comparison, png_name: str) -> str:
         for r in comp.rows
     ]
     out += [f"## {METRIC_LABELS[comp.metric]}, GiB", ""] + table(SCENARIO_COLUMNS, rows)
-    out += ["", OOM_NOTE + "." if comp.any_oom else "", "", f"![base vs new per scenario]({quote(png_name)})", "", "## Provenance", ""]
+    out += ["", *([OOM_NOTE + ".", ""] if comp.any_oom else []), f"![base vs new per scenario]({quote(png_name)})", "", "## Provenance", ""]
     versions = [(f"**{v.what}** (differs)" if v.changed else v.what, v.base, v.new) for v in comp.versions]
     out += table(("", "base", "new"), versions) + [""]
     return "\n".join(out)
@@ -75,6 +76,7 @@ def html_report(comp: Comparison, png: bytes) -> str:
         f"<h1>qplan regress: <code>{e(comp.base_path)}</code> &rarr; <code>{e(comp.new_path)}</code></h1>",
         f"<p>base: {e(describe(comp.base))}; new: {e(describe(comp.new))}</p>",
         f"<p><span class='{status}'>{e(verdict)}</span>: {e(detail)}</p>",
+        f"<p><b>Changed between the runs</b>: {e(comp.changed)}</p>",
     ]
     if comp.differences:
         parts.append(f"<div class='{'block' if comp.blocked else 'warn'}'><h2>{e(_difference_title(comp))}</h2>")
