@@ -1,0 +1,34 @@
+"""qplan measure on a CUDA GPU (skipped without one). The committed device results under
+profiles/measurements/ come from the same code: equality-*.json from ``python -m planner.measure.equality``."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def test_built_model_uses_the_gpu_exactly_as_from_pretrained(tmp_path):
+    """memory_allocated after load, after prepare+LoRA and at the peak of one step, tensors and attributes."""
+    from planner.measure.equality import compare
+
+    report = compare("tinyllama-1.1b", tmp_path / "checkpoint")
+    assert report["equal"] == dict.fromkeys(report["equal"], True), report["numbers"]
+    assert report["numbers"]["load_allocated"]["built"] > 0
+
+
+def test_worker_measures_every_phase_on_the_gpu():
+    from planner.measure.suite import measure_one
+    from planner.results import PHASES, Scenario
+
+    scenario = Scenario(name="gpu-smoke", model="tinyllama-1.1b",
+                        settings={"seq_len": 256, "rank": 8, "grad_accum": 2, "optim": "paged_adamw_8bit"}, steps=2)
+    m = measure_one(scenario, timeout=600)
+    assert m.status == "ok", m.error
+    assert set(m.phases) == set(PHASES)
+    assert m.peak_allocated >= m.phases["load"].allocated > 0
+    assert m.peak_reserved >= m.peak_allocated
+    assert m.context_bytes > 0 and m.paged_bytes > 0
+    assert m.provenance.gpu_total_bytes > 0 and m.provenance.bitsandbytes
