@@ -2,7 +2,7 @@
 
     qplan measure --suite core --out profiles/measurements/NAME.jsonl [--only NAME ...] [--shard i/n]
     qplan measure --model llama-2-7b --seq-len 2048 --rank 64 ... --out run.jsonl
-    [--memory-cap 24GB] [--append | --force] [--timeout 900] [--log run.log]
+    [--memory-cap 24GB] [--append | --force] [--timeout 900] [--log run.log] [--stop-after SECONDS]
 
 One Measurement per scenario, one JSON line each, written as soon as it finishes. Each scenario runs in a
 fresh process (planner/measure/worker.py); an OOM is a result (status "oom" with its phase), not a failure.
@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per scenario before it is recorded as an error")
     parser.add_argument("--log", type=Path, help="append every worker's stderr here")
+    parser.add_argument("--stop-after", type=float, metavar="SECONDS",
+                        help="start no new scenario after this long (the rest are left out, not recorded)")
     single = parser.add_argument_group("single scenario (with --model)")
     single.add_argument("--name", help="scenario name (default: made from the settings)")
     single.add_argument("--steps", type=int, default=3, help="optimizer steps; peaks are over all of them")
@@ -118,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
 
         progress.update(task, description=scenarios[0].name)
         results = run_suite(Suite(name="cli", scenarios=scenarios), args.out, on_result=on_result,
-                            timeout=args.timeout, log=args.log)
+                            timeout=args.timeout, log=args.log, stop_after=args.stop_after)
     counts = {status: sum(m.status == status for m in results) for status in ("ok", "oom", "error")}
     console.print(f"{len(results)} scenarios: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error -> {args.out}")
+    if len(results) < len(scenarios):
+        left = [s.name for s in scenarios[len(results):]]
+        console.print(f"not started (--stop-after): {' '.join(left)}")
     return 1 if counts["error"] else 0

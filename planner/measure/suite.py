@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,14 +101,19 @@ def measure_one(scenario: Scenario, *, timeout: float = TIMEOUT_S, device: str =
 
 
 def run_suite(suite: Suite | list[Scenario], stream: str | Path, *, on_result: Callable[[Measurement], None] | None = None,
-              timeout: float = TIMEOUT_S, device: str = "cuda", log: str | Path | None = None) -> list[Measurement]:
+              timeout: float = TIMEOUT_S, device: str = "cuda", log: str | Path | None = None,
+              stop_after: float | None = None) -> list[Measurement]:
     """Measure every scenario in turn, appending each Measurement as one JSON line to ``stream`` (flushed
-    and synced) before the next starts."""
+    and synced) before the next starts. With ``stop_after`` (seconds), no scenario is started once that
+    much time has passed; the ones left are not recorded (run them later with ``--only``/``--append``)."""
     scenarios = suite.scenarios if isinstance(suite, Suite) else suite
     stream, log = Path(stream), Path(log) if log else None
     stream.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     results = []
     for scenario in scenarios:
+        if stop_after is not None and time.monotonic() - started > stop_after:
+            break
         measurement = measure_one(scenario, timeout=timeout, device=device, log=log)
         with stream.open("a") as handle:
             handle.write(measurement.model_dump_json() + "\n")
