@@ -98,7 +98,7 @@ def plan_from_estimate(
         gpu=gpu,
         settings=settings,
         breakdown=est.components,
-        phases=est.phases,
+        phases=est.phase_totals(),
         peak_bytes=est.device_peak,
         allocated_peak_bytes=est.allocated_peak,
         reserved_peak_bytes=est.reserved_peak,

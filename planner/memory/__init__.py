@@ -1,16 +1,22 @@
 """The analytic QLoRA memory model: component formulas (one module each) assembled into phase peaks.
 
-    persistent = frozen weights + trainable weights + optimizer state (torch-visible) + cuBLAS workspace
+Each phase is a dict of the components alive at its peak, so a plan's breakdown adds up exactly:
+
+    persistent = frozen weights + LoRA weights + optimizer state (torch-visible) + cuBLAS workspace
+    load       = frozen weights + the bf16 copy alive while prepare_model_for_kbit_training casts the
+                 largest matrix to fp32
     forward    = persistent [+ grads when accumulating] + autocast LoRA weight copies + saved activations
                  + logits/CE forward peak + autocast lm_head copy
-    backward   = max( persistent + acts + CE backward peak,                      (start of backward)
-                      persistent + grads + checkpoints + one recomputed layer
-                      + backward working set + dequantized weight )               (worst decoder layer)
+    backward   = the larger of
+                 start:  persistent [+ grads] + copies + activations + CE backward peak + lm_head copy
+                 layer:  persistent + grads + copies + activations (checkpoints) + one recomputed layer
+                         + backward working set + dequantized weight (+ eager attention transient)
     optimizer  = persistent + grads + optimizer step temporaries
-    allocated_peak = max over phases (what torch.cuda.max_memory_allocated shows)
-    device_peak    = reserved(allocated_peak) + CUDA context + paged optimizer state (what nvidia-smi shows)
 
-Peaks are over a steady-state step (optimizer state exists from the first step on).
+    allocated_peak = the largest phase (what torch.cuda.max_memory_allocated shows)
+    device_peak    = reserved(allocated_peak) + CUDA context + paged optimizer state (nvidia-smi)
+
+Peaks are for a steady-state step: optimizer state exists from the first step on.
 """
 
 from __future__ import annotations
@@ -24,15 +30,18 @@ from .logits import logits_memory
 from .optimizer import optimizer_memory
 from .overhead import OverheadProfile
 from .trainable import trainable_bytes_per_param, trainable_params, trainable_tensors
-from .weights import dequant_temp_bytes, frozen_weight_components
+from .weights import dequant_temp_bytes, float_bytes, frozen_weight_components
+
+FRAGMENTATION = "allocator fragmentation"
+CONTEXT = "CUDA context and other non-torch memory"
+PAGED = "optimizer state (paged, managed memory)"
 
 
 @dataclass
 class Estimate:
-    """Bytes by component and by phase for one model + settings + overhead profile."""
+    """Bytes by phase and component for one model + settings + overhead profile."""
 
-    components: dict[str, int]
-    phases: dict[str, int]
+    phases: dict[str, dict[str, int]]
     peak_phase: str
     allocated_peak: int
     reserved_peak: int
@@ -40,6 +49,19 @@ class Estimate:
     paged: int
     trainable_params: int
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def components(self) -> dict[str, int]:
+        """What is on the device at the peak: the peak phase's tensors plus the non-tensor overheads.
+        Adds up to ``device_peak``."""
+        at_peak = dict(self.phases[self.peak_phase])
+        at_peak[FRAGMENTATION] = self.reserved_peak - self.allocated_peak
+        at_peak[CONTEXT] = self.device_peak - self.reserved_peak - self.paged
+        at_peak[PAGED] = self.paged
+        return {name: size for name, size in at_peak.items() if size}
+
+    def phase_totals(self) -> dict[str, int]:
+        return {phase: sum(parts.values()) for phase, parts in self.phases.items()}
 
 
 def _settings_for_model(settings: TrainSettings) -> TrainSettings:
@@ -55,55 +77,46 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     tensors = trainable_tensors(arch, settings)
     n_train = trainable_params(arch, settings)
     p_train = trainable_bytes_per_param(settings)
-    weights_train = p_train * n_train
-    grads = p_train * n_train
     optim = optimizer_memory(settings.optim, tensors, p_train)
     logits = logits_memory(arch, settings)
+    grads = p_train * n_train
 
+    persistent = dict(frozen)
+    persistent["trainable weights" if settings.full_finetune else "LoRA adapters (fp32)"] = p_train * n_train
+    persistent["optimizer state (GPU)"] = optim.device
+    persistent["cuBLAS workspace"] = overhead.cublas_workspace_bytes
+
+    checkpointing = settings.gradient_checkpointing
     saved_layer = act.layer_saved(arch, settings)
-    if settings.gradient_checkpointing:
-        acts = act.checkpoint_saved(arch, settings) + act.outside_layers(arch, settings)
-        recompute = saved_layer
-    else:
-        acts = arch.layers * saved_layer + act.outside_layers(arch, settings)
-        recompute = 0
-    autocast_copies = 2 * n_train if settings.autocast and p_train == 4 else 0
-    working = int(overhead.backward_scale * act.backward_working_set(arch, settings))
-    dequant = dequant_temp_bytes(arch, settings)
-
-    persistent = sum(frozen.values()) + weights_train + optim.device + overhead.cublas_workspace_bytes
-    accumulated = grads if settings.grad_accum > 1 else 0
-    forward = persistent + accumulated + autocast_copies + acts + logits.forward_peak + logits.lm_head_cast
-    backward = max(
-        persistent + accumulated + autocast_copies + acts + logits.backward_peak + logits.lm_head_cast,
-        persistent + grads + autocast_copies + acts + recompute + working + dequant + act.eager_transient(arch, settings),
-    )
-    optimizer = persistent + grads + optim.step_temp
-    phases = {"forward": forward, "backward": backward, "optimizer": optimizer}
-    peak_phase = max(phases, key=phases.__getitem__)
-    allocated = phases[peak_phase]
-    reserved = overhead.reserved(allocated)
-
-    components = dict(frozen)
-    components.update({
-        "LoRA adapters (fp32)" if not settings.full_finetune else "trainable weights": 0,  # counted in frozen for full FT
+    kept = (act.checkpoint_saved(arch, settings) if checkpointing else arch.layers * saved_layer) + act.outside_layers(arch, settings)
+    in_flight = {
+        "gradients (accumulating)": grads if settings.grad_accum > 1 else 0,
+        "autocast copies of LoRA weights": 2 * n_train if settings.autocast and p_train == 4 else 0,
+        "activations kept for backward": kept,
+        "lm_head autocast bf16 copy": logits.lm_head_cast,
+    }
+    layer_backward = {
         "gradients": grads,
-        "optimizer state (GPU)": optim.device,
-        "optimizer state (paged, managed memory)": optim.paged,
-        "optimizer step temporaries": optim.step_temp,
-        "activations kept for backward": acts,
-        "recomputed layer + backward working set": recompute + working,
-        "dequantized weight (transient)": dequant,
-        "logits + cross-entropy (peak)": max(logits.forward_peak, logits.backward_peak),
-        "lm_head autocast copy": logits.lm_head_cast + autocast_copies,
-        "cuBLAS workspace": overhead.cublas_workspace_bytes,
-        "allocator fragmentation": reserved - allocated,
-        "CUDA context": overhead.cuda_context_bytes,
-    })
-    if not settings.full_finetune:
-        components["LoRA adapters (fp32)"] = weights_train
+        "autocast copies of LoRA weights": in_flight["autocast copies of LoRA weights"],
+        "activations kept for backward": kept,
+        "recomputed layer activations": saved_layer if checkpointing else 0,
+        "backward working set": int(overhead.backward_scale * act.backward_working_set(arch, settings)),
+        "dequantized weight (transient)": dequant_temp_bytes(arch, settings),
+        "eager attention scores (transient)": act.eager_transient(arch, settings),
+    }
+    loss_backward = {**in_flight, "logits + cross-entropy backward": logits.backward_peak}
+    phases = {
+        "load": {**frozen, "bf16 copy during fp32 cast": 2 * arch.embedding_numel if float_bytes(settings) == 4 else 0},
+        "forward": {**persistent, **in_flight, "logits + cross-entropy forward": logits.forward_peak},
+        "backward": max(({**persistent, **loss_backward}, {**persistent, **layer_backward}), key=lambda d: sum(d.values())),
+        "optimizer": {**persistent, "gradients": grads, "optimizer step temporaries": optim.step_temp},
+    }
+    phases = {name: {k: v for k, v in parts.items() if v} for name, parts in phases.items()}
+    totals = {name: sum(parts.values()) for name, parts in phases.items()}
+    peak_phase = max(totals, key=totals.__getitem__)
+    allocated = totals[peak_phase]
+    reserved = overhead.reserved(allocated)
     return Estimate(
-        components={name: size for name, size in components.items() if size},
         phases=phases,
         peak_phase=peak_phase,
         allocated_peak=allocated,

@@ -1,0 +1,98 @@
+"""The plan verb end to end, through the console entry point, and the battery of bad inputs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from planner.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_70b_on_24gb_does_not_fit_and_says_what_would(capsys):
+    code = main(["--model", "70b", "--gpu", "24GB", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert plan["fits"] is False
+    assert plan["headroom_bytes"] < 0
+    kinds = {alt["kind"] for alt in plan["alternatives"]}
+    assert {"larger-gpu", "more-gpus", "smaller-model"} <= kinds
+    more = next(a for a in plan["alternatives"] if a["kind"] == "more-gpus")
+    assert more["detail"]["gpus"] >= 2
+    # the frozen 4-bit Llama-2-70B alone is larger than a 24 GiB card
+    assert plan["breakdown"]["NF4 weights + double-quant constants"] > 24 * 2**30
+
+
+def test_json_contract_keys(capsys):
+    main(["--model", "llama-2-7b", "--gpu", "24GB", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    for key in ("model", "gpu", "settings", "breakdown", "peak_bytes", "allocated_peak_bytes", "peak_phase",
+                "fits", "headroom_bytes", "recommendations", "alternatives"):
+        assert key in plan
+    assert plan["fits"] is True
+    assert plan["peak_bytes"] <= plan["gpu"]["budget_bytes"]
+    for rec in plan["recommendations"]:
+        assert rec["peak_bytes"] <= plan["gpu"]["budget_bytes"]
+
+
+def test_fixed_knobs_are_kept(capsys):
+    main(["--model", "llama-2-7b", "--gpu", "80GB", "--rank", "32", "--seq-len", "1024", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert {r["settings"]["rank"] for r in plan["recommendations"]} == {32}
+    assert {r["settings"]["seq_len"] for r in plan["recommendations"]} == {1024}
+
+
+def test_rich_output_names_units_and_verdict():
+    done = run_cli("--model", "7b", "--gpu", "rtx4090")
+    assert done.returncode == 0, done.stderr
+    assert "GiB" in done.stdout and "FITS" in done.stdout
+
+
+def test_schema_verb_prints_json_schema(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "peak_bytes" in schema["properties"]
+
+
+BAD_INPUTS = [
+    ["--model", "no-such-model", "--gpu", "24GB"],
+    ["--model", "70b", "--gpu", "24XB"],
+    ["--model", "70b", "--gpu", "0GB"],
+    ["--model", "70b", "--gpu", "99999TB"],
+    ["--model", "7b", "--gpu", "24GB", "--seq-len", "0"],
+    ["--model", "7b", "--gpu", "24GB", "--batch", "-1"],
+    ["--model", "7b", "--gpu", "24GB", "--rank", "0"],
+    ["--model", "7b", "--gpu", "24GB", "--margin", "150%"],
+    ["--model", "7b", "--gpu", "24GB", "--gpus", "0"],
+    ["--model", "7b", "--gpu", "24GB", "--targets", "q_prj"],
+    ["--model", "7b", "--gpu", "24GB", "--optim", "adam"],
+    ["--model", "7b", "--gpu", "24GB", "--lora-dropout", "2"],
+    ["--model", "/nonexistent/config.json", "--gpu", "24GB"],
+    ["--gpu", "24GB"],
+    ["--model", "7b", "--gpu", "24GB", "--no-such-flag"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_INPUTS, ids=[" ".join(a) for a in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2(args):
+    done = run_cli(*args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("qplan: error:"), done.stderr
+
+
+def test_broken_config_json(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    done = run_cli("--model", str(tmp_path), "--gpu", "24GB")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 0, "num_hidden_layers": 2,
+                                  "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 100}))
+    done = run_cli("--model", str(config), "--gpu", "24GB")
+    assert done.returncode == 2 and "hidden_size" in done.stderr
+    assert config.read_text().startswith("{")  # the user's file is untouched
