@@ -17,7 +17,8 @@ def _settings_line(rec: Recommendation) -> tuple[str, ...]:
     s = rec.settings
     return (
         str(s.rank), str(s.seq_len), str(s.batch), str(s.grad_accum),
-        "on" if s.gradient_checkpointing else "off", s.optim, _g(rec.peak_bytes), _g(rec.headroom_bytes),
+        "on" if s.gradient_checkpointing else "off", s.optim.replace("paged_adamw_", "paged ").replace("adamw_", "adamw "),
+        _g(rec.peak_bytes), _g(rec.headroom_bytes),
     )
 
 
@@ -56,8 +57,8 @@ def render(plan: Plan, console: Console | None = None) -> None:
 
     if plan.recommendations:
         rec_table = Table(title="Settings that fit, best first", title_justify="left")
-        for column in ("r", "seq_len", "batch", "accum", "ckpt", "optimizer", "peak GiB", "headroom GiB"):
-            rec_table.add_column(column, justify="right")
+        for column in ("r", "seq_len", "batch", "accum", "ckpt", "optimizer", "peak GiB", "spare GiB"):
+            rec_table.add_column(column, justify="right", no_wrap=True)
         for rec in plan.recommendations:
             rec_table.add_row(*_settings_line(rec))
         console.print(rec_table)
