@@ -79,7 +79,7 @@ def make_plan(request: Request) -> Plan:
     if arch.generic:
         notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if arch.expert_banks:
-        notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized and LoRA does not target them")
+        notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); their activations are an estimate")
     estimator = _estimator(arch, profile, request.gpus)
 
     search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions, target_batch=request.target_batch)

@@ -5,7 +5,8 @@ peft 0.21 ``tuners/lora/layer.py:LoraLayer.update_layer``: ``lora_A = Linear(in,
 for every targeted module; ``get_peft_model(autocast_adapter_dtype=True)`` keeps them in float32
 (``tuners_utils.py:cast_adapter_dtype``), so weights, gradients and Adam states are float32.
 ``"all-linear"`` targets every ``nn.Linear``/``Linear4bit`` except the output layer
-(``tuners_utils.py:_maybe_include_all_linear_layers``); MoE expert banks are ``nn.Parameter``, not linears.
+(``tuners_utils.py:_maybe_include_all_linear_layers``) and, on MoE models, the expert banks and router
+through ``target_parameters``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ def trainable_tensors(arch: Architecture, settings: TrainSettings) -> list[Tenso
     for lin in targeted_linears(arch, settings.targets):
         copies = arch.layers * lin.count
         tensors += [(r, lin.in_features, copies), (lin.out_features, r, copies)]
+    if arch.expert_banks and settings.targets == ("all-linear",):
+        tensors += moe_lora_tensors(arch, r)
+    return tensors
+
+
+def moe_lora_tensors(arch: Architecture, r: int) -> list[Tensor]:
+    """peft 0.21 turns ``all-linear`` on a transformers 5 MoE into ``target_parameters`` on the expert banks
+    and the router (``ParamWrapper``): A ``(k*r*E, in)``, B ``(out, k*r*E)`` per bank, k = 2 for the fused
+    ``gate_up_proj``; router A ``(r, h)``, B ``(E, r)``. Checked against ``get_nb_trainable_parameters`` in
+    tests/test_architecture.py."""
+    tensors: list[Tensor] = []
+    for bank in arch.expert_banks:
+        width = (2 if bank.name == "gate_up_proj" else 1) * r * bank.experts
+        tensors += [(width, bank.in_features, arch.layers), (bank.out_features, width, arch.layers)]
+    experts = arch.router_numel // arch.hidden
+    tensors += [(r, arch.hidden, arch.layers), (experts, r, arch.layers)]
     return tensors
 
 
