@@ -46,17 +46,25 @@ def render_versions(comp: Comparison, console: Console) -> None:
 
 
 def render_rows(comp: Comparison, console: Console) -> None:
-    """Compact enough for 80 columns: names and numbers are never cut, only the note wraps."""
-    table = Table(title=f"{METRIC_LABELS[comp.metric]}, GiB", title_justify="left", caption=OOM_NOTE if comp.any_oom else None,
-                  caption_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("scenario", "base", "new", "delta", "delta %", "verdict"):
-        table.add_column(column, justify="left" if column in ("scenario", "verdict") else "right", no_wrap=True)
-    table.add_column("note", overflow="fold")
-    for row in comp.rows:
+    """Compact enough for 80 columns: numbers and verdicts are never cut, long names fold, notes follow
+    the table."""
+    table = Table(title=f"{METRIC_LABELS[comp.metric]}, GiB", title_justify="left", box=box.SIMPLE_HEAD)
+    cells = [(row.scenario, *row.cells(), row.verdict) for row in comp.rows]
+    headers = ("scenario", "base", "new", "delta", "delta %", "verdict")
+    for i, column in enumerate(headers):
+        widest = max([len(column)] + [len(c[i]) for c in cells])
+        fixed = column != "scenario"
+        table.add_column(column, justify="right" if 0 < i < 5 else "left", overflow="fold",
+                         min_width=widest if fixed else None, no_wrap=fixed)
+    for row, values in zip(comp.rows, cells):
         style = VERDICT_STYLE[row.verdict]
-        verdict = f"[{style}]{row.verdict}[/]" if style else row.verdict
-        table.add_row(row.scenario, *row.cells(), verdict, row.note)
+        table.add_row(*values[:5], f"[{style}]{row.verdict}[/]" if style else row.verdict)
     console.print(table)
+    for row in comp.rows:
+        if row.note:
+            console.print(f"  {row.scenario}: {row.note}", highlight=False)
+    if comp.any_oom:
+        console.print(OOM_NOTE)
 
 
 def render(comp: Comparison, console: Console | None = None) -> None:

@@ -1,6 +1,7 @@
-"""The comparison as a PNG dumbbell plot: one line per scenario from the base peak (hollow dot) to the new
-peak (filled dot, red for a regression, green for an improvement), each labelled in GiB. matplotlib is
-imported only here, when a report is asked for (``pip install 'qplan[report]'``)."""
+"""The comparison as a PNG dumbbell plot: one line per scenario from the base peak (hollow ring) to the new
+peak (filled dot, red for a regression, green for an improvement), with base -> new GiB, delta and verdict
+in an aligned column on the right. Log x axis when the peaks span more than 8x. matplotlib is imported
+only here, when a report is asked for (``pip install 'qplan[report]'``)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ def plot_png(comp: Comparison) -> bytes:
     try:
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     except ImportError:
         raise QPlanError("reports need matplotlib: pip install 'qplan[report]'") from None
 
     rows = [row for row in comp.rows if row.base_bytes is not None or row.new_bytes is not None]
-    fig = Figure(figsize=(10, 1.6 + 0.55 * max(1, len(rows))), dpi=110, layout="constrained")
+    fig = Figure(figsize=(12, 1.6 + 0.45 * max(1, len(rows))), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    right = max([gib(v) for row in rows for v in (row.base_bytes, row.new_bytes) if v is not None] or [1.0])
+    values = [gib(v) for row in rows for v in (row.base_bytes, row.new_bytes) if v]
+    low, high = min(values or [1.0]), max(values or [1.0])
     for y, row in enumerate(reversed(rows)):
         color = _color(row.verdict)
         b = gib(row.base_bytes) if row.base_bytes is not None else None
@@ -44,13 +47,22 @@ def plot_png(comp: Comparison) -> bytes:
         label = f"{base_text} -> {new_text} GiB"
         if delta:
             label += f"  ({delta} GiB, {pct})"
-        ax.annotate(f"{label}  {row.verdict}", (max(v for v in (b, n) if v is not None), y), xytext=(10, 0),
-                    textcoords="offset points", va="center", fontsize=8.5, color=color,
-                    fontweight="bold" if row.verdict in FAILING else "normal")
+        ax.annotate(f"{label}  {row.verdict}", (1.02, y), xycoords=("axes fraction", "data"), va="center",
+                    fontsize=8.5, color=color, fontweight="bold" if row.verdict in FAILING else "normal",
+                    annotation_clip=False)  # one aligned column of numbers right of the plot
     ax.set_yticks(range(len(rows)), [row.scenario for row in reversed(rows)])
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlim(0, right * 1.6)
-    ax.set_xlabel(f"{METRIC_LABELS[comp.metric]}, GiB (2**30 bytes)")
+    scale = ""
+    if high > 8 * low:  # peaks an order of magnitude apart: a linear axis would flatten the small ones
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(low / 1.3, high * 1.3)
+        scale = ", log scale"
+    else:
+        ax.set_xlim(0, high * 1.1)
+    ax.set_xlabel(f"{METRIC_LABELS[comp.metric]}, GiB (2**30 bytes){scale}")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
