@@ -11,12 +11,16 @@ pytestmark = [
 
 
 def test_built_model_uses_the_gpu_exactly_as_from_pretrained(tmp_path):
-    """memory_allocated after load, after prepare+LoRA and at the peak of one step, tensors and attributes."""
+    """Requested bytes after load, after prepare+LoRA, after and at the peak of one step; every tensor and
+    attribute. Allocator blocks may differ by the <= 1 MiB a cached block keeps unsplit (see equality.EXACT)."""
     from planner.measure.equality import compare
 
     report = compare("tinyllama-1.1b", tmp_path / "checkpoint")
     assert report["equal"] == dict.fromkeys(report["equal"], True), report["numbers"]
-    assert report["numbers"]["load_allocated"]["built"] > 0
+    numbers = report["numbers"]
+    assert numbers["load_requested"]["built"] > 2**30
+    for phase in ("load", "adapter", "step"):
+        assert abs(numbers[f"{phase}_allocated"]["built_minus_from_pretrained"]) <= 16 * 2**20
 
 
 def test_worker_measures_every_phase_on_the_gpu():
