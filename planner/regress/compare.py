@@ -130,8 +130,10 @@ class Comparison(BaseModel):
 
     @property
     def changed(self) -> str:
-        """``torch 2.13.0 -> 2.14.0, transformers 5.23.0 -> 5.24.0``: what differs between the runs."""
-        return ", ".join(f"{v.what} {v.base} -> {v.new}" for v in self.versions if v.changed) or "nothing"
+        """``torch 2.13.0 -> 2.14.0, transformers 5.23.0 -> 5.24.0``: what differs between the runs (rows
+        known on one side only, such as library versions of a prediction, are left to the table)."""
+        known = [v for v in self.versions if v.changed and "-" not in (v.base, v.new)]
+        return ", ".join(f"{v.what} {v.base} -> {v.new}" for v in known) or "nothing"
 
     @property
     def any_oom(self) -> bool:
