@@ -20,6 +20,7 @@ COMMANDS = {
     "calibrate": "calibrate",
     "validate": "validate",
     "regress": "regress",
+    "check": "check",
     "measure": "measure",
 }
 

@@ -1,0 +1,66 @@
+"""``qplan check CONFIG``: pre-flight check of a training config (YAML or JSON, see
+:mod:`planner.config_file`) before training.
+
+Exit 0: the run fits (headroom printed). Exit 1: it does not; prints why and the smallest change that fits
+as a patch to the config (:mod:`planner.preflight` defines "smallest"), or, when nothing on this card fits,
+what would (larger card, more GPUs, smaller model). Exit 2: a config qplan cannot read. The config file is
+only read, never written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config_file import load_config_file
+from ..errors import QPlanError
+from ..preflight import CheckResult, check, run_from_config
+from .plan import parse_margin
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Will this training config fit? Exit 0 fits, 1 does not (prints the smallest change that fits), 2 bad config."
+    parser.add_argument("config", help="training config, .yaml/.yml/.json (model, gpu, quantization, lora, training)")
+    parser.add_argument("--gpu", "-g", help="check on this card instead of the config's gpu (name, size like 24GB, or auto)")
+    parser.add_argument("--gpus", type=int, help="instead of the config's gpus")
+    parser.add_argument("--margin", default="5%", help="safety margin of usable memory kept free (default 5%%)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config_file(args.config)
+    overrides = {key: value for key, value in (("gpu", args.gpu), ("gpus", args.gpus)) if value is not None}
+    if overrides.get("gpus", 1) < 1:
+        raise QPlanError(f"--gpus {args.gpus}: must be at least 1")
+    result = check(run_from_config(config.model_copy(update=overrides), margin=parse_margin(args.margin)))
+    if args.json:
+        out = {"config": args.config, "fits": result.fits, "plan": result.plan.model_dump(mode="json"),
+               "suggestion": result.suggestion.model_dump(mode="json") if result.suggestion else None}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        render_check(result, args.config)
+    return 0 if result.fits else 1
+
+
+def render_check(result: CheckResult, source: str) -> None:
+    from rich.console import Console
+
+    from ..render import render
+    from ..units import fmt_gib
+
+    console = Console()
+    render(result.plan, console)
+    suggestion = result.suggestion
+    if suggestion:
+        console.print(f"[bold]Smallest change to {source} that fits[/] ({suggestion.rule}):")
+        for change in suggestion.changes:
+            console.print(f"  {change}", markup=False, highlight=False)
+        before = result.plan.settings
+        tokens = before.tokens * before.grad_accum
+        console.print(
+            f"  -> peak {fmt_gib(suggestion.peak_bytes)}, headroom {fmt_gib(suggestion.headroom_bytes)}; "
+            f"tokens per optimizer step {tokens} -> {suggestion.tokens_per_step}"
+        )
+    elif not result.fits:
+        console.print("[bold]No change of this config fits this card[/] (see what would work instead, above).")
