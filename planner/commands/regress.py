@@ -97,12 +97,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..regress.report import REPORT_SUFFIXES
+    from ..regress.report import check_report_path
 
     for report in args.report:
-        if report.suffix.lower() not in REPORT_SUFFIXES:
-            raise QPlanError(f"--report {report}: name it .html or .md")
-        refuse_overwrite(report, args.force)
+        check_report_path(report, args.force)
     comp = compare(
         load_results(args.base), load_results(args.new), metric=args.metric, tolerance=args.tolerance,
         allow_mismatch=args.allow_mismatch, base_path=args.base, new_path=args.new,

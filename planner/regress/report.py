@@ -98,16 +98,21 @@ def html_report(comp: Comparison, png: bytes) -> str:
     return "\n".join(parts)
 
 
+def check_report_path(path: Path, force: bool) -> None:
+    """Fail before any work on a wrong suffix or a file (report, or the .md's PNG) that would be overwritten."""
+    if path.suffix.lower() not in REPORT_SUFFIXES:
+        raise QPlanError(f"--report {path}: name it .html or .md")
+    refuse_overwrite(path, force)
+    if path.suffix.lower() == ".md":
+        refuse_overwrite(path.with_suffix(".png"), force)
+
+
 def write_report(comp: Comparison, path: str | Path, *, force: bool = False) -> list[Path]:
     """Write ``path`` (.html or .md; for .md also the PNG beside it) and return what was written."""
     path = Path(path)
-    if path.suffix.lower() not in REPORT_SUFFIXES:
-        raise QPlanError(f"--report {path}: name it .html or .md")
+    check_report_path(path, force)
     png_path = path.with_suffix(".png")
     markdown = path.suffix.lower() == ".md"
-    refuse_overwrite(path, force)
-    if markdown:
-        refuse_overwrite(png_path, force)
     png = plot_png(comp)
     if not markdown:
         return [write_atomic(path, html_report(comp, png), force=force)]
