@@ -348,6 +348,11 @@ def to_settings(config: RunConfig, model_type: str, labels: Mapping[str, str] | 
             raise QPlanError(f"{label['lora']}.target_modules is not set and peft has no default for model_type {model_type!r}: list the modules")
         targets = PEFT_DEFAULT_TARGETS[model_type]
         out.notes.append(f"{label['lora']}.target_modules not set: peft's default for {model_type} is {', '.join(targets)}")
+    if not isinstance(targets, str) and any("." in str(t) for t in targets):
+        # peft matches a target on the module name or a dotted suffix of it; once injected, peft stores
+        # "all-linear" as the full module paths (model.layers.0.mlp.down_proj ...)
+        targets = list(dict.fromkeys(str(t).rsplit(".", 1)[-1] for t in targets))
+        out.notes.append(f"{label['lora']}.target_modules names module paths: planned as {', '.join(targets)} in every layer")
     take("targets", "lora", "target_modules", (targets,) if isinstance(targets, str) else tuple(targets), note_default=False)
 
     # training: TrainingArguments / SFTConfig

@@ -163,3 +163,28 @@ def test_gpu_measures_peaks_against_the_plan(tmp_path):
     for comp in saved["comparison"].values():
         assert comp["measured"] > 0 and comp["predicted"] > 0
     assert saved["plan"]["trainable_params"] == saved["live_trainable_params"]
+
+
+def test_live_4bit_model_is_read_as_the_qlora_recipe(tmp_path):
+    """A 4-bit model (random NF4 weights, built on the CPU as from_pretrained leaves it) after
+    prepare_model_for_kbit_training and peft's all-linear: read as nf4 + double quant, prepare_kbit,
+    checkpointing, the 7 projections, and trained with the callback."""
+    from planner.measure.build import build_model
+    from planner.settings import TrainSettings
+
+    transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, vocab_size=VOCAB).save_pretrained(tmp_path / "cfg")
+    model = build_model(tmp_path / "cfg", TrainSettings(quant="nf4", double_quant=True, compute_dtype="bf16"), "cpu")
+    model = peft.prepare_model_for_kbit_training(model)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    callback = QPlanCallback(gpu="24GB", max_seq_length=SEQ)
+    args = arguments(tmp_path, optim="paged_adamw_32bit", gradient_accumulation_steps=2)
+    transformers.Trainer(model=model, args=args, train_dataset=RandomTokens(), callbacks=[callback]).train()
+    saved = report(tmp_path)
+    s = saved["plan"]["settings"]
+    assert (s["quant"], s["double_quant"], s["compute_dtype"], s["prepare_kbit"], s["gradient_checkpointing"]) == (
+        "nf4", True, "bf16", True, True)
+    assert sorted(s["targets"]) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert (s["optim"], s["grad_accum"], s["batch"]) == ("paged_adamw_32bit", 2, 2)
+    assert saved["plan"]["trainable_params"] == saved["live_trainable_params"] > 0
+    assert saved["fits"] is True
