@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     from transformers import BitsAndBytesConfig, Trainer, TrainingArguments
 
     from planner.integrations import QPlanCallback
+    from planner.preflight import WillNotFit
 
     if not torch.cuda.is_available():
         print("train_qlora.py needs a CUDA GPU (bitsandbytes 4-bit training)", file=sys.stderr)
@@ -107,7 +108,11 @@ def main(argv=None) -> int:
             return {"input_ids": ids, "labels": ids.clone()}
 
     callback = QPlanCallback(gpu=args.gpu, max_seq_length=args.seq_len, measure_steps=min(3, args.steps))
-    Trainer(model=model, args=training_args, train_dataset=RandomTokens(), callbacks=[callback]).train()
+    try:
+        Trainer(model=model, args=training_args, train_dataset=RandomTokens(), callbacks=[callback]).train()
+    except WillNotFit as stop:  # raised before step 1: nothing trained
+        print(f"qplan stopped the run: {stop}\nplan written to {output_dir / 'qplan_memory.json'}", file=sys.stderr)
+        return 1
 
     report = callback.report
     print(f"wrote {output_dir / 'qplan_memory.json'}")
