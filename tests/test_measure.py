@@ -237,3 +237,30 @@ def test_built_model_has_from_pretrained_tensors_and_attributes(tmp_path, overri
     assert attributes(built) == attributes(loaded)
     assert type(built.model.layers[0].mlp.down_proj).__name__ == "Linear4bit"
     assert type(built.lm_head).__name__ == "Linear"
+
+
+def test_stop_after_starts_nothing_once_the_time_is_up(tmp_path, monkeypatch):
+    from planner.measure import suite
+
+    calls = []
+    monkeypatch.setattr(suite, "measure_one", lambda s, **k: calls.append(s) or Measurement(scenario=s, status="ok"))
+    scenarios = [Scenario(name=n, model="llama-2-7b") for n in "abc"]
+    assert [m.scenario.name for m in suite.run_suite(scenarios, tmp_path / "o.jsonl", stop_after=3600)] == ["a", "b", "c"]
+    assert suite.run_suite(scenarios, tmp_path / "p.jsonl", stop_after=-1) == [] and len(calls) == 3
+
+
+# ---- the committed device results -------------------------------------------------------------------------
+def test_committed_measurements_are_complete_records():
+    from planner.profiles import profiles_dir
+
+    folder = profiles_dir() / "measurements"
+    records = [Measurement.model_validate_json(line) for line in (folder / "core-h100.jsonl").read_text().splitlines()]
+    suite = {s.name: s for s in load_suite("core").scenarios}
+    assert len(records) >= 30
+    for m in records:
+        assert m.scenario == suite[m.scenario.name]  # measured exactly as the suite defines it
+        assert m.status == ("oom" if m.scenario.name.endswith("-oom") else "ok")
+        assert m.provenance.gpu_name.startswith("NVIDIA") and m.provenance.bitsandbytes and m.provenance.git_commit
+        assert m.context_bytes > 0 and m.peak_device >= m.peak_reserved >= m.peak_allocated > 0
+    equality = json.loads((folder / "equality-llama-3.2-1b.json").read_text())
+    assert equality["all_equal"] and equality["tensors_compared"] > 100

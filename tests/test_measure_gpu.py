@@ -18,7 +18,7 @@ def test_built_model_uses_the_gpu_exactly_as_from_pretrained(tmp_path):
     report = compare("tinyllama-1.1b", tmp_path / "checkpoint")
     assert report["equal"] == dict.fromkeys(report["equal"], True), report["numbers"]
     numbers = report["numbers"]
-    assert numbers["load_requested"]["built"] > 2**30
+    assert numbers["load_requested"]["built"] > 2**29  # TinyLlama in NF4 + bf16 embeddings: about 0.73 GiB
     for phase in ("load", "adapter", "step"):
         assert abs(numbers[f"{phase}_allocated"]["built_minus_from_pretrained"]) <= 16 * 2**20
 

@@ -12,6 +12,7 @@ Exit codes: 0 every scenario measured (ok or oom), 1 some ended in an error, 2 b
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import QPlanError
@@ -67,7 +68,9 @@ def scenarios_from_args(args: argparse.Namespace) -> list[Scenario]:
 
 
 def require_cuda() -> None:
-    """One line and exit 2 when this machine cannot measure. Asks torch without creating a CUDA context."""
+    """One line and exit 2 when this machine cannot measure. torch is asked through NVML
+    (``PYTORCH_NVML_BASED_CUDA_CHECK``), so this process does not initialise CUDA beside the workers."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     try:
         import torch
     except ImportError:
