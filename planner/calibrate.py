@@ -5,8 +5,9 @@ Parameters fitted (few, each physical; the tensor formulas themselves are not tu
 - ``driver_reserved_bytes``: median NVML device-used before the measuring process touched CUDA.
 - ``cuda_context_bytes``: median of ``peak_device - peak_reserved - paged_bytes``: everything on the device
   that the torch allocator does not hold (CUDA context, lazily loaded kernels, library handles).
-- ``fragmentation_ratio`` / ``fragmentation_bytes``: least squares of measured peak reserved on measured
-  peak allocated (allocator slack).
+- ``fragmentation_bytes`` / ``fragmentation_recompute_ratio`` / ``fragmentation_logits_ratio``: least squares
+  of the measured allocator slack (peak reserved - peak allocated) on [1, one checkpointed layer's activations,
+  fp32 logits], both analytic (see ``memory/overhead.py`` for why these two). ``fragmentation_ratio`` is 0.
 - ``backward_scale``: multiplier on the estimated backward working set that minimises the median relative
   error of predicted peak allocated.
 """
@@ -14,6 +15,7 @@ Parameters fitted (few, each physical; the tensor formulas themselves are not tu
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -52,11 +54,33 @@ def usable(records: list[Measurement]) -> list[Measurement]:
     ]
 
 
-def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 1.0
-    return slope, mean_y - slope * mean_x
+def least_squares(rows: list[list[float]], ys: list[float]) -> list[float]:
+    """Coefficients ``c`` minimising ``sum((row . c - y)^2)`` (normal equations, Gauss-Jordan with pivoting).
+    A column that is zero in every row gets coefficient 0."""
+    n = len(rows[0])
+    live = [j for j in range(n) if any(row[j] for row in rows)]
+    m = [[sum(r[i] * r[j] for r in rows) for j in live] + [sum(r[i] * y for r, y in zip(rows, ys))] for i in live]
+    size = len(live)
+    for col in range(size):
+        pivot = max(range(col, size), key=lambda i: abs(m[i][col]))
+        if not m[pivot][col]:
+            raise QPlanError("calibration data cannot separate the fragmentation terms (singular fit)")
+        m[col], m[pivot] = m[pivot], m[col]
+        for i in range(size):
+            if i != col:
+                factor = m[i][col] / m[col][col]
+                m[i] = [a - factor * b for a, b in zip(m[i], m[col])]
+    coeffs = [0.0] * n
+    for k, j in enumerate(live):
+        coeffs[j] = m[k][size] / m[k][k]
+    return coeffs
+
+
+def _slack_features(record: Measurement) -> list[float]:
+    est = estimate(resolve_model(record.scenario.model), record.scenario.settings, OverheadProfile(
+        name="features", status="literature", gpu="*", source="", cuda_context_bytes=0, cublas_workspace_bytes=0,
+        fragmentation_ratio=0.0))
+    return [1.0, float(est.recomputed_layer_bytes), float(est.fp32_logits_bytes)]
 
 
 def _allocated_error(records: list[Measurement], profile: OverheadProfile) -> float:
@@ -73,7 +97,8 @@ def fit_profile(records: list[Measurement], name: str, base: OverheadProfile) ->
         raise QPlanError(f"need at least 3 completed, uncapped measurements to calibrate; have {len(data)}")
     prov = data[0].provenance
     outside = [r.peak_device - r.peak_reserved - (r.paged_bytes or 0) for r in data]
-    slope, intercept = _least_squares([r.peak_allocated for r in data], [r.peak_reserved for r in data])
+    constant, per_recompute, per_logits = least_squares(
+        [_slack_features(r) for r in data], [float(r.peak_reserved - r.peak_allocated) for r in data])
     baselines = [r.baseline_device for r in data if r.baseline_device is not None]
     profile = base.model_copy(update={
         "name": name,
@@ -84,8 +109,10 @@ def fit_profile(records: list[Measurement], name: str, base: OverheadProfile) ->
         "source": f"qplan calibrate on {len(data)} measured scenarios",
         "cuda_context_bytes": int(statistics.median(outside)),
         "driver_reserved_bytes": int(statistics.median(baselines)) if baselines else base.driver_reserved_bytes,
-        "fragmentation_ratio": round(slope - 1, 4),
-        "fragmentation_bytes": int(intercept),
+        "fragmentation_ratio": 0.0,
+        "fragmentation_bytes": int(constant),
+        "fragmentation_recompute_ratio": round(per_recompute, 4),
+        "fragmentation_logits_ratio": round(per_logits, 4),
     })
     best = min(
         (i / 20 for i in range(0, 61)),
@@ -120,9 +147,27 @@ class Validation(BaseModel):
 
 
 def split_halves(records: list[Measurement]) -> tuple[list[Measurement], list[Measurement]]:
-    """Alternate scenarios, sorted by name, into a fitting half and a held-out half."""
-    ordered = sorted(records, key=lambda r: r.scenario.name)
-    return ordered[0::2], ordered[1::2]
+    """Two folds: distinct (model, settings) pairs, sorted by scenario name, go alternately to each half, and
+    repeats of one pair (a Trainer twin, a capped rerun) go with it, so no held-out run has its twin in the fit."""
+    groups: dict[str, list[Measurement]] = {}
+    for r in sorted(records, key=lambda r: r.scenario.name):
+        key = r.scenario.model + r.scenario.settings.model_dump_json()
+        groups.setdefault(key, []).append(r)
+    halves: tuple[list[Measurement], list[Measurement]] = ([], [])
+    for i, members in enumerate(groups.values()):
+        halves[i % 2].extend(members)
+    return halves
+
+
+def cross_validate(records: list[Measurement], base: OverheadProfile, margin: float = 0.0) -> "Validation":
+    """Two-fold validation: each half is predicted by a profile fitted on the other, so every scenario's
+    error is a held-out error."""
+    first, second = split_halves(records)
+    rows = []
+    for fit_half, held_out in ((first, second), (second, first)):
+        profile = fit_profile(fit_half, "held-out-fit", base)
+        rows += validate(held_out, profile, margin).rows
+    return summarise("two-fold held-out fits", [], rows)
 
 
 def validate(records: list[Measurement], profile: OverheadProfile, margin: float = 0.0) -> Validation:
@@ -141,18 +186,44 @@ def validate(records: list[Measurement], profile: OverheadProfile, margin: float
             predicted_fits_cap=(est.device_peak <= cap * (1 - margin)) if cap else None,
         )
         rows.append(row)
+    return summarise(profile.name, profile.fit.get("scenarios", []), rows)
+
+
+def summarise(profile: str, fitted_on: list[str], rows: list[Row]) -> Validation:
     dev = [abs(x.device_error) for x in rows if x.device_error is not None and x.cap_bytes is None]
     alloc = [abs(x.allocated_error) for x in rows if x.allocated_error is not None and x.cap_bytes is None]
     return Validation(
-        profile=profile.name,
-        fitted_on=profile.fit.get("scenarios", []),
-        rows=rows,
+        profile=profile,
+        fitted_on=fitted_on,
+        rows=sorted(rows, key=lambda x: x.scenario),
         median_device_error=statistics.median(dev) if dev else None,
         max_device_error=max(dev) if dev else None,
         median_allocated_error=statistics.median(alloc) if alloc else None,
         max_allocated_error=max(alloc) if alloc else None,
         false_fits=[x.scenario for x in rows if x.predicted_fits_cap and x.status == "oom"],
     )
+
+
+def calibrate(records: list[Measurement], name: str, base: OverheadProfile) -> OverheadProfile:
+    """The profile fitted on all records, with the held-out statistics of the same fit (two folds) and the
+    safety margin they justify: a budget of ``usable * (1 - m)`` with ``m = 1 - 1/(1 + u)``, ``u`` the worst
+    held-out under-prediction of peak device memory, rounded up to a whole percent."""
+    profile = fit_profile(records, name, base)
+    check = cross_validate(records, base)
+    under = max([0.0] + [-row.device_error for row in check.rows if row.device_error is not None and row.cap_bytes is None])
+    margin = math.ceil(100 * (1 - 1 / (1 + under))) / 100
+    return profile.model_copy(update={
+        "safety_margin": max(margin, 0.01),
+        "validation": {
+            "method": "two-fold cross-validation (qplan validate)",
+            "scenarios": sum(1 for row in check.rows if row.device_error is not None and row.cap_bytes is None),
+            "median_abs_device_error": round(check.median_device_error, 4),
+            "max_abs_device_error": round(check.max_device_error, 4),
+            "worst_device_underprediction": round(under, 4),
+            "median_abs_allocated_error": round(check.median_allocated_error, 4),
+            "max_abs_allocated_error": round(check.max_allocated_error, 4),
+        },
+    })
 
 
 def write_profile(profile: OverheadProfile, path: Path, force: bool = False) -> None:

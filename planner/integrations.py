@@ -156,7 +156,7 @@ def _define():
         """Pre-flight check at ``on_train_begin`` and measured peaks after the first steps (module doc)."""
 
         def __init__(self, gpu: str = "auto", gpus: int = 1, *, max_seq_length: int | None = None,
-                     measure_steps: int = 3, tolerance: float = 0.05, margin: float = 0.05,
+                     measure_steps: int = 3, tolerance: float = 0.05, margin: float | None = None,
                      on_will_not_fit: str = "raise", json_name: str = JSON_NAME):
             if on_will_not_fit not in ("raise", "warn"):
                 raise QPlanError(f"on_will_not_fit={on_will_not_fit!r}: use 'raise' (stop before step 1) or 'warn'")

@@ -30,6 +30,7 @@ class GpuInfo(BaseModel):
     total_bytes: int = Field(description="device memory per GPU as nvidia-smi reports it")
     usable_bytes: int = Field(description="total less what the driver keeps (from the overhead profile)")
     budget_bytes: int = Field(description="usable less the safety margin: what a plan may use")
+    margin: float = Field(description="the safety margin, a share of usable memory")
     bf16: bool
 
 

@@ -29,17 +29,20 @@ class Request:
     fixed: set[str] = field(default_factory=set)
     gpus: int = 1
     target_batch: int = 16
-    margin: float = 0.05
+    margin: float | None = None  # None: the overhead profile's safety_margin
     prefer: str = "seq"
     profile: str | None = None
     top: int = 5
 
 
-def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float) -> GpuInfo:
+def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | None) -> GpuInfo:
+    """Usable = nvidia-smi total - driver reserve; budget = usable * (1 - margin), the margin by default the
+    profile's measured ``safety_margin``."""
+    margin = profile.safety_margin if margin is None else margin
     usable = gpu.total_bytes - profile.driver_reserved_bytes
     return GpuInfo(
         name=gpu.name, label=gpu.label, count=count, total_bytes=gpu.total_bytes, usable_bytes=usable,
-        budget_bytes=int(usable * (1 - margin)), bf16=gpu.bf16,
+        budget_bytes=int(usable * (1 - margin)), margin=margin, bf16=gpu.bf16,
     )
 
 

@@ -97,7 +97,7 @@ class Run:
     mapped: Mapped
     gpu: str | Gpu = "auto"  # a spec for resolve_gpu, or a card already resolved
     gpus: int = 1
-    margin: float = 0.05
+    margin: float | None = None  # None: the overhead profile's safety_margin
 
 
 @dataclass
@@ -126,7 +126,7 @@ def resolve_arch(model: Any) -> Architecture:
     return from_config(config, name=str(config.get("_name_or_path") or config.get("model_type") or "model"))
 
 
-def run_from_config(config: RunConfig, *, arch: Architecture | None = None, margin: float = 0.05,
+def run_from_config(config: RunConfig, *, arch: Architecture | None = None, margin: float | None = None,
                     labels: Mapping[str, str] | None = None) -> Run:
     arch = arch or resolve_arch(config.model)
     return Run(arch=arch, mapped=to_settings(config, arch.model_type, labels), gpu=config.gpu, gpus=config.gpus, margin=margin)
@@ -143,7 +143,7 @@ def section_dict(obj: Any, name: str) -> dict | None:
 def run_from_objects(model: Any, quantization_config: Any = None, lora_config: Any = None, training_args: Any = None,
                      *, gpu: str | Gpu = "auto", gpus: int = 1, max_seq_length: int | None = None,
                      prepare_model_for_kbit_training: bool | None = None, attn_implementation: str | None = None,
-                     margin: float = 0.05) -> Run:
+                     margin: float | None = None) -> Run:
     """The :class:`Run` of live HF objects or dicts (see module doc)."""
     data: dict[str, Any] = {"model": model if isinstance(model, str) else "model", "gpus": gpus}
     for name, obj in (("quantization", quantization_config), ("lora", lora_config), ("training", training_args)):
@@ -218,7 +218,7 @@ def why(arch: Architecture, plan: Plan) -> str:
 def preflight(model: Any, quantization_config: Any = None, lora_config: Any = None, training_args: Any = None,
               gpu: str = "auto", gpus: int = 1, *, max_seq_length: int | None = None,
               prepare_model_for_kbit_training: bool | None = None, attn_implementation: str | None = None,
-              margin: float = 0.05) -> Plan:
+              margin: float | None = None) -> Plan:
     """The plan of this exact run; raises :class:`WillNotFit` (with ``.plan`` and ``.suggestion``) when it
     will not fit, :class:`~planner.errors.QPlanError` for input qplan cannot read.
 

@@ -29,7 +29,7 @@ def render(plan: Plan, console: Console | None = None) -> None:
     console.print(
         f"[bold]{m.name}[/] ({m.model_type}, {m.params / 1e9:.2f} B params, {m.layers} layers, vocab {m.vocab}) "
         f"on [bold]{gpus}{g.label}[/] ({_g(g.total_bytes)} GiB, {_g(g.usable_bytes)} usable, "
-        f"{_g(g.budget_bytes)} budget after margin)"
+        f"{_g(g.budget_bytes)} budget after the {g.margin:.0%} margin)"
     )
     quant = "16-bit" if s.quant == "none" else s.quant.upper() + (" + double quant" if s.double_quant else "")
     console.print(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..calibrate import fit_profile, load_measurements, write_profile
+from ..calibrate import calibrate, load_measurements, write_profile
 from ..memory.overhead import select_profile
 from ..profiles import profiles_dir
 from ..units import fmt_gib
@@ -20,12 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     records = load_measurements(args.results)
-    profile = fit_profile(records, args.name, select_profile(name="literature-defaults"))
+    profile = calibrate(records, args.name, select_profile(name="literature-defaults"))
     path = profiles_dir() / "overhead" / f"{args.name}.json"
     write_profile(profile, path, force=args.force)
     print(
         f"wrote {path}: context+non-torch {fmt_gib(profile.cuda_context_bytes)}, driver reserve "
-        f"{fmt_gib(profile.driver_reserved_bytes)}, reserved = allocated x {1 + profile.fragmentation_ratio:.4f} "
-        f"+ {fmt_gib(profile.fragmentation_bytes)}, backward working set x {profile.backward_scale}"
+        f"{fmt_gib(profile.driver_reserved_bytes)}, reserved = allocated + {fmt_gib(profile.fragmentation_bytes)} "
+        f"+ {profile.fragmentation_recompute_ratio} x recomputed layer + {profile.fragmentation_logits_ratio} x fp32 logits, "
+        f"backward working set x {profile.backward_scale}; held-out peak device error median "
+        f"{profile.validation['median_abs_device_error']:.1%}, max {profile.validation['max_abs_device_error']:.1%}: "
+        f"default safety margin {profile.safety_margin:.0%}"
     )
     return 0

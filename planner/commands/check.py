@@ -16,7 +16,7 @@ import sys
 from ..config_file import load_config_file
 from ..errors import QPlanError
 from ..preflight import CheckResult, check, run_from_config
-from .plan import parse_margin
+from .plan import MARGIN_HELP, parse_margin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training config, .yaml/.yml/.json (model, gpu, quantization, lora, training)")
     parser.add_argument("--gpu", "-g", help="check on this card instead of the config's gpu (name, size like 24GB, or auto)")
     parser.add_argument("--gpus", type=int, help="instead of the config's gpus")
-    parser.add_argument("--margin", default="5%", help="safety margin of usable memory kept free (default 5%%)")
+    parser.add_argument("--margin", help=MARGIN_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
 
 

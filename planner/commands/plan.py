@@ -62,14 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, default=1, help="number of GPUs (more than 1: FSDP-QLoRA per-GPU plan)")
     add_knob_arguments(parser)
     parser.add_argument("--target-batch", type=int, default=16, help="sequences per optimizer step to reach with grad accumulation")
-    parser.add_argument("--margin", default="5%", help="safety margin of usable memory kept free (default 5%%)")
+    parser.add_argument("--margin", help=MARGIN_HELP)
     parser.add_argument("--prefer", choices=PREFERENCES, default="seq", help="what to maximise first")
     parser.add_argument("--top", type=int, default=5, help="how many fitting settings to list")
     parser.add_argument("--profile", help="overhead profile name under profiles/overhead/")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
 
 
-def parse_margin(text: str) -> float:
+MARGIN_HELP = ("safety margin of usable memory kept free, e.g. 5%%; default: the overhead profile's, the worst "
+               "under-prediction seen in its held-out validation")
+
+
+def parse_margin(text: str | None) -> float | None:
+    if text is None:
+        return None
     try:
         value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
     except ValueError:

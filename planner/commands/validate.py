@@ -1,12 +1,13 @@
 """``qplan validate RESULTS.jsonl...``: predicted vs measured for every scenario. The overhead terms are
-fitted on one half of the scenarios (alternating by name) and the errors reported on the other half."""
+fitted on one half of the scenarios and the errors reported on the other half, then the halves swap, so every
+scenario is predicted by a fit that did not see it (two-fold cross-validation)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..calibrate import fit_profile, load_measurements, split_halves, usable, validate
+from ..calibrate import cross_validate, load_measurements, validate
 from ..memory.overhead import select_profile
 from ..units import gib
 
@@ -22,21 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     records = load_measurements(args.results)
     if args.profile:
-        profile, held_out = select_profile(name=args.profile), records
+        report = validate(records, select_profile(name=args.profile), args.margin)
     else:
-        fit_half, _ = split_halves(usable(records))
-        profile = fit_profile(fit_half, "split-half-fit", select_profile(name="literature-defaults"))
-        held_out = [r for r in records if r.scenario.name not in set(profile.fit["scenarios"])]
-    report = validate(held_out, profile, args.margin)
+        report = cross_validate(records, select_profile(name="literature-defaults"), args.margin)
     if args.json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Predicted vs measured (GiB), profile {profile.name}, held-out scenarios", title_justify="left")
-    for column in ("scenario", "status", "device meas.", "device pred.", "err", "alloc meas.", "alloc pred.", "err"):
-        table.add_column(column, justify="right" if column != "scenario" else "left")
+    table = Table(title=f"Predicted vs measured (GiB), profile: {report.profile}", title_justify="left")
+    table.add_column("scenario", no_wrap=True)
+    for column in ("status", "device meas.", "device pred.", "err", "alloc meas.", "alloc pred.", "err"):
+        table.add_column(column, justify="right")
 
     def pct(x):
         return "" if x is None else f"{100 * x:+.1f}%"

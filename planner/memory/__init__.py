@@ -14,7 +14,8 @@ Each phase is a dict of the components alive at its peak, so a plan's breakdown 
     optimizer  = persistent + grads + optimizer step temporaries
 
     allocated_peak = the largest phase (what torch.cuda.max_memory_allocated shows)
-    device_peak    = reserved(allocated_peak) + CUDA context + paged optimizer state (nvidia-smi)
+    device_peak    = reserved(allocated_peak, recomputed layer, fp32 logits) + CUDA context
+                     + paged optimizer state (nvidia-smi); see overhead.py
 
 Peaks are for a steady-state step: optimizer state exists from the first step on.
 """
@@ -48,6 +49,8 @@ class Estimate:
     device_peak: int
     paged: int
     trainable_params: int
+    recomputed_layer_bytes: int = 0  # one layer's activations when checkpointing recomputes them
+    fp32_logits_bytes: int = 0  # 4*T*V
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -115,7 +118,8 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     totals = {name: sum(parts.values()) for name, parts in phases.items()}
     peak_phase = max(totals, key=totals.__getitem__)
     allocated = totals[peak_phase]
-    reserved = overhead.reserved(allocated)
+    recomputed = saved_layer if checkpointing else 0
+    reserved = overhead.reserved(allocated, recomputed, logits.fp32_bytes)
     return Estimate(
         phases=phases,
         peak_phase=peak_phase,
@@ -124,4 +128,6 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
         device_peak=reserved + overhead.cuda_context_bytes + optim.paged,
         paged=optim.paged,
         trainable_params=n_train,
+        recomputed_layer_bytes=recomputed,
+        fp32_logits_bytes=logits.fp32_bytes,
     )

@@ -36,7 +36,7 @@ def fsdp_estimate(arch: Architecture, settings: TrainSettings, overhead: Overhea
     totals = {phase: sum(parts.values()) for phase, parts in phases.items()}
     peak_phase = max(totals, key=totals.__getitem__)
     allocated = totals[peak_phase]
-    reserved = overhead.reserved(allocated)
+    reserved = overhead.reserved(allocated, single.recomputed_layer_bytes, single.fp32_logits_bytes)
     paged = single.paged // gpus
     return replace(
         single,

@@ -5,7 +5,9 @@ else the lm_head weight dtype: fp32 after ``prepare_model_for_kbit_training``); 
 ForCausalLMLoss`` upcasts them with ``.float()`` (a new ``4*T*V`` tensor unless already fp32), pads labels
 (int64, ``8*T``) and calls ``cross_entropy`` = ``log_softmax`` (``4*T*V``, saved) + ``nll_loss``.
 Backward: nll gives a dense ``4*T*V`` gradient, log_softmax another ``4*T*V`` while the saved output lives.
-Under autocast an fp32 lm_head is cast to bf16 for the matmul and that copy (``2*V*h``) is saved for backward.
+Under autocast an lm_head whose dtype is not the autocast dtype (fp32 after ``prepare_model_for_kbit_training``,
+or an fp16 checkpoint such as Llama-2 trained with bf16 compute) is cast for the matmul; autocast caches casts of
+trainable leaves only, so this copy (``2*V*h``) is made per step and saved by ``mm`` for the input gradient.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class LogitsMemory:
     forward_peak: int  # logits + fp32 upcast + saved log_softmax (+ labels)
     saved: int  # what survives to backward
     backward_peak: int  # saved + nll grad + log_softmax grad
-    lm_head_cast: int  # autocast bf16 copy of an fp32 lm_head, saved for backward
+    lm_head_cast: int  # autocast copy of an lm_head not in the autocast dtype, saved for backward
+    fp32_bytes: int  # one fp32 T*V tensor (the log_softmax output)
 
 
 def logits_memory(arch: Architecture, settings: TrainSettings) -> LogitsMemory:
@@ -32,10 +35,13 @@ def logits_memory(arch: Architecture, settings: TrainSettings) -> LogitsMemory:
     upcast = 4 * tv if logit_bytes != 4 else 0
     labels = 8 * settings.tokens
     saved = 4 * tv + labels
-    lm_head_cast = 2 * arch.vocab * arch.hidden if settings.autocast and head_bytes == 4 else 0
+    head_dtype = "float32" if head_bytes == 4 else arch.dtype
+    autocast_dtype = {"bf16": "bfloat16", "fp16": "float16"}[settings.compute_dtype]
+    lm_head_cast = 2 * arch.vocab * arch.hidden if settings.autocast and head_dtype != autocast_dtype else 0
     return LogitsMemory(
         forward_peak=logit_bytes * tv + upcast + saved,
         saved=saved,
         backward_peak=saved + 8 * tv,
         lm_head_cast=lm_head_cast,
+        fp32_bytes=4 * tv,
     )

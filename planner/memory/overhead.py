@@ -3,7 +3,15 @@ fragmentation. These are measured, not derived: each profile in ``profiles/overh
 library versions, date and scenarios it was fitted on (``qplan calibrate``).
 
     reserved_peak = allocated_peak * (1 + fragmentation_ratio) + fragmentation_bytes
+                  + fragmentation_recompute_ratio * S_layer (with gradient checkpointing, else 0)
+                  + fragmentation_logits_ratio * 4*T*V
     device_peak   = reserved_peak + cuda_context_bytes + paged optimizer state (resident)
+
+Why those two terms: on the H100 the reserved peak is reached in the forward pass. With checkpointing each
+layer's no-grad forward allocates and frees a working set the size of its activations, and the caching
+allocator keeps those blocks; the logits/cross-entropy buffers that come next are larger and cannot reuse
+them. So the slack grows with the per-layer activations and with the logits, not with the frozen weights
+(a 70B at seq 512 has 45 GiB allocated and 1 GiB slack; a 7B at 16k tokens has 20 GiB and 6 GiB).
 """
 
 from __future__ import annotations
@@ -27,12 +35,20 @@ class OverheadProfile(BaseModel):
     cublas_workspace_bytes: int
     fragmentation_ratio: float
     fragmentation_bytes: int = 0
+    fragmentation_recompute_ratio: float = Field(0.0, description="reserved slack per byte of one checkpointed layer's activations")
+    fragmentation_logits_ratio: float = Field(0.0, description="reserved slack per byte of the fp32 logits (4*T*V)")
     driver_reserved_bytes: int = Field(0, description="device memory in use before any process starts (NVML)")
     backward_scale: float = Field(1.0, description="multiplier on the estimated backward working set")
+    safety_margin: float = Field(0.10, description="default share of usable memory a plan keeps free: the worst "
+                                 "held-out under-prediction of peak device memory (qplan calibrate), as 1 - 1/(1+e)")
+    validation: dict = Field({}, description="held-out error statistics of this profile's fitting method")
     fit: dict = {}
 
-    def reserved(self, allocated: int) -> int:
-        return int(allocated * (1 + self.fragmentation_ratio)) + self.fragmentation_bytes
+    def reserved(self, allocated: int, recomputed_layer: int = 0, fp32_logits: int = 0) -> int:
+        """Peak reserved by the caching allocator for a peak ``allocated`` (formula in the module docstring)."""
+        slack = (self.fragmentation_ratio * allocated + self.fragmentation_recompute_ratio * recomputed_layer
+                 + self.fragmentation_logits_ratio * fp32_logits)
+        return allocated + int(slack) + self.fragmentation_bytes
 
 
 def available_profiles() -> list[OverheadProfile]:

@@ -1,0 +1,86 @@
+"""Calibration and validation on the committed H100 measurements: the committed profile is what
+``qplan calibrate`` computes from them, held-out folds never share a scenario's twin, and the plan's default
+safety margin is the one the validation justified."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from planner.calibrate import calibrate, cross_validate, least_squares, load_measurements, split_halves
+from planner.errors import QPlanError
+from planner.memory.overhead import select_profile
+from planner.planning import Request, make_plan
+from planner.profiles import profiles_dir
+
+MEASUREMENTS = profiles_dir() / "measurements" / "core-h100.jsonl"
+PROFILE = "h100-torch2.11"
+
+
+def test_least_squares_recovers_coefficients_and_zeroes_empty_columns():
+    rows = [[1.0, x, 0.0, x * x] for x in range(6)]
+    ys = [3 + 2 * x - 0.5 * x * x for x in range(6)]
+    assert least_squares(rows, ys) == pytest.approx([3, 2, 0, -0.5])
+
+
+def test_least_squares_refuses_columns_it_cannot_separate():
+    with pytest.raises(QPlanError, match="singular"):
+        least_squares([[1.0, 2.0], [2.0, 4.0]], [1.0, 2.0])
+
+
+def test_halves_keep_twins_together():
+    records = load_measurements([MEASUREMENTS])
+    first, second = split_halves(records)
+    assert len(first) + len(second) == len(records)
+    half_of = {r.scenario.name: 0 for r in first} | {r.scenario.name: 1 for r in second}
+    for twin, original in (("llama-2-7b-r64-s2048-b1-trainer", "llama-2-7b-r64-s2048-b1"),
+                           ("llama-2-7b-r64-s2048-b1-cap24", "llama-2-7b-r64-s2048-b1"),
+                           ("llama-3.1-8b-r16-s2048-b1-paged8-trainer", "llama-3.1-8b-r16-s2048-b1-paged8")):
+        assert half_of[twin] == half_of[original]
+
+
+def test_committed_profile_is_what_calibrate_computes():
+    committed = json.loads((profiles_dir() / "overhead" / f"{PROFILE}.json").read_text())
+    fitted = calibrate(load_measurements([MEASUREMENTS]), PROFILE, select_profile(name="literature-defaults"))
+    assert json.loads(json.dumps(fitted.model_dump())) == committed
+
+
+def test_held_out_accuracy_is_what_the_readme_publishes():
+    report = cross_validate(load_measurements([MEASUREMENTS]), select_profile(name="literature-defaults"))
+    validation = select_profile(name=PROFILE).validation
+    assert report.median_device_error == pytest.approx(validation["median_abs_device_error"], abs=5e-5)
+    assert report.max_device_error == pytest.approx(validation["max_abs_device_error"], abs=5e-5)
+    assert report.median_allocated_error < 0.02  # the tensor formulas: median within 2% of max_memory_allocated
+    assert report.false_fits == []
+
+
+def test_default_margin_is_the_profiles_and_an_explicit_one_wins():
+    profile = select_profile(name=PROFILE)
+    default = make_plan(Request(model="7b", gpu="h100"))
+    assert default.gpu.margin == profile.safety_margin
+    assert default.gpu.budget_bytes == int(default.gpu.usable_bytes * (1 - profile.safety_margin))
+    assert make_plan(Request(model="7b", gpu="h100", margin=0.02)).gpu.margin == 0.02
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_validate_cli_prints_held_out_errors():
+    result = run_cli("validate", str(MEASUREMENTS))
+    assert result.returncode == 0, result.stderr
+    assert "two-fold held-out fits" in result.stdout and "median |error|" in result.stdout
+
+
+def test_calibrate_refuses_to_replace_a_profile(tmp_path):
+    result = run_cli("calibrate", str(MEASUREMENTS), "--name", PROFILE)
+    assert result.returncode == 2 and "pass --force" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_corrupt_measurements_are_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(MEASUREMENTS.read_text().splitlines()[0] + "\n{\"scenario\": 1}\n")
+    result = run_cli("validate", str(bad))
+    assert result.returncode == 2 and "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
