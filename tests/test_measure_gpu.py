@@ -24,15 +24,20 @@ def test_built_model_uses_the_gpu_exactly_as_from_pretrained(tmp_path):
 
 
 def test_worker_measures_every_phase_on_the_gpu():
+    from planner.catalog import resolve_model
     from planner.measure.suite import measure_one
+    from planner.memory import estimate
+    from planner.memory.overhead import select_profile
     from planner.results import PHASES, Scenario
 
     scenario = Scenario(name="gpu-smoke", model="tinyllama-1.1b",
-                        settings={"seq_len": 256, "rank": 8, "grad_accum": 2, "optim": "paged_adamw_8bit"}, steps=2)
+                        settings={"seq_len": 256, "rank": 64, "grad_accum": 2, "optim": "paged_adamw_8bit"}, steps=2)
     m = measure_one(scenario, timeout=600)
     assert m.status == "ok", m.error
     assert set(m.phases) == set(PHASES)
     assert m.peak_allocated >= m.phases["load"].allocated > 0
     assert m.peak_reserved >= m.peak_allocated
+    # r=64: lora_A of down_proj has 64 x 5632 >= 1e5 elements, so bitsandbytes pages its 8-bit state
     assert m.context_bytes > 0 and m.paged_bytes > 0
+    assert m.paged_bytes == estimate(resolve_model("tinyllama-1.1b"), scenario.settings, select_profile()).paged
     assert m.provenance.gpu_total_bytes > 0 and m.provenance.bitsandbytes

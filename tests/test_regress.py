@@ -118,6 +118,7 @@ def test_scenario_defined_differently_blocks():
     assert comp.exit_code == 2
     diff = [d for d in comp.differences if d.severity == "blocking"][0]
     assert (diff.what, diff.base, diff.new) == ("scenario 'llama3.2-1b-s2048'", "settings.seq_len=2048", "settings.seq_len=4096")
+    assert comp.changed.endswith("settings.seq_len=2048 -> settings.seq_len=4096 (1 scenario)")
 
 
 def test_version_changes_are_context_not_mismatch():

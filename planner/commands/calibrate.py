@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {path}: context+non-torch {fmt_gib(profile.cuda_context_bytes)}, driver reserve "
         f"{fmt_gib(profile.driver_reserved_bytes)}, reserved = allocated + {fmt_gib(profile.fragmentation_bytes)} "
         f"+ {profile.fragmentation_recompute_ratio} x recomputed layer + {profile.fragmentation_logits_ratio} x fp32 logits, "
-        f"backward working set x {profile.backward_scale}; held-out peak device error median "
+        f"held-out peak device error median "
         f"{profile.validation['median_abs_device_error']:.1%}, max {profile.validation['max_abs_device_error']:.1%}: "
         f"default safety margin {profile.safety_margin:.0%}"
     )

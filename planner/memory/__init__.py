@@ -103,7 +103,7 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
         "autocast copies of LoRA weights": in_flight["autocast copies of LoRA weights"],
         "activations kept for backward": kept,
         "recomputed layer activations": saved_layer if checkpointing else 0,
-        "backward working set": int(overhead.backward_scale * act.backward_working_set(arch, settings)),
+        "backward working set": act.backward_working_set(arch, settings),
         "dequantized weight (transient)": dequant_temp_bytes(arch, settings),
         "eager attention scores (transient)": act.eager_transient(arch, settings),
     }

@@ -8,7 +8,10 @@ checked on the GPU by ``qplan validate``. Notation: ``T = batch*seq`` tokens, ``
 
 Dtypes that decide the bytes:
 - stream ``p_s``: 4 after ``prepare_model_for_kbit_training`` (the fp32 embedding makes the residual stream
-  fp32), else 2. Norms, MLP intermediates and 4-bit linear outputs follow it (``Linear4bit`` returns the input
+  fp32); also 4 under autocast to a dtype other than the checkpoint's (an fp16 Llama-2 trained with bf16
+  compute): the first residual add is ``fp16 + bf16``, which type promotion makes fp32, and every layer after
+  it sees an fp32 stream (seen on the GPU: ``planner.measure.saved``, profiles/measurements/saved-tensors-h200.json);
+  else 2. Norms, MLP intermediates and 4-bit linear outputs follow it (``Linear4bit`` returns the input
   dtype).
 - attention ``c_att``: 2 under autocast (SDPA and matmul are autocast ops), else ``p_s``.
 - LoRA input ``p_l``: 2 under autocast, else 4 (peft casts x to the fp32 adapter dtype).
@@ -50,8 +53,10 @@ class Dtypes:
     lora_input: int
 
     @classmethod
-    def of(cls, settings: TrainSettings) -> "Dtypes":
-        stream = 4 if settings.quantized and settings.prepare_kbit else 2
+    def of(cls, settings: TrainSettings, arch: Architecture) -> "Dtypes":
+        autocast_dtype = {"bf16": "bfloat16", "fp16": "float16"}[settings.compute_dtype]
+        promoted = settings.autocast and arch.dtype != autocast_dtype
+        stream = 4 if (settings.quantized and settings.prepare_kbit) or promoted else 2
         return cls(
             stream=stream,
             attention=2 if settings.autocast else stream,
@@ -92,7 +97,7 @@ def lora_saved(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> int:
 
 def layer_saved(arch: Architecture, settings: TrainSettings) -> int:
     """``S_layer``: bytes one decoder layer saves for backward (formula in the module docstring)."""
-    dt = Dtypes.of(settings)
+    dt = Dtypes.of(settings, arch)
     t, h = settings.tokens, arch.hidden
     n_norms = 4 if arch.model_type == "gemma2" else 2
     norms = n_norms * (4 * t * h + 4 * t)
@@ -107,19 +112,19 @@ def layer_saved(arch: Architecture, settings: TrainSettings) -> int:
 
 def checkpoint_saved(arch: Architecture, settings: TrainSettings) -> int:
     """With gradient checkpointing: the input of every layer, ``L * p_s * T * h``."""
-    return arch.layers * Dtypes.of(settings).stream * settings.tokens * arch.hidden
+    return arch.layers * Dtypes.of(settings, arch).stream * settings.tokens * arch.hidden
 
 
 def outside_layers(arch: Architecture, settings: TrainSettings) -> int:
     """cos/sin shared by all layers (``2*T*head_dim*p_s``) and the final norm (``4Th + 4T``)."""
     t = settings.tokens
-    return 2 * t * arch.head_dim * Dtypes.of(settings).stream + 4 * t * arch.hidden + 4 * t
+    return 2 * t * arch.head_dim * Dtypes.of(settings, arch).stream + 4 * t * arch.hidden + 4 * t
 
 
 def backward_working_set(arch: Architecture, settings: TrainSettings) -> int:
-    """Gradient buffers alive while one layer runs backward [estimate, calibrated by ``qplan calibrate``]:
+    """Gradient buffers alive while one layer runs backward [estimate, checked against GPU peaks by ``qplan validate``]:
     the MLP's three ``T*I`` gradients in the stream dtype and the output/residual gradients ``2*T*h*p_s``."""
-    p_s = Dtypes.of(settings).stream
+    p_s = Dtypes.of(settings, arch).stream
     t = settings.tokens
     return 3 * t * arch.intermediate * p_s + 2 * t * arch.hidden * p_s
 

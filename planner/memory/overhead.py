@@ -16,7 +16,7 @@ them. So the slack grows with the per-layer activations and with the logits, not
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import QPlanError
 from ..profiles import load_profile_json, profiles_dir
@@ -38,7 +38,6 @@ class OverheadProfile(BaseModel):
     fragmentation_recompute_ratio: float = Field(0.0, description="reserved slack per byte of one checkpointed layer's activations")
     fragmentation_logits_ratio: float = Field(0.0, description="reserved slack per byte of the fp32 logits (4*T*V)")
     driver_reserved_bytes: int = Field(0, description="device memory in use before any process starts (NVML)")
-    backward_scale: float = Field(1.0, description="multiplier on the estimated backward working set")
     safety_margin: float = Field(0.10, description="default share of usable memory a plan keeps free: the worst "
                                  "held-out under-prediction of peak device memory (qplan calibrate), as 1 - 1/(1+e)")
     validation: dict = Field({}, description="held-out error statistics of this profile's fitting method")
@@ -52,8 +51,16 @@ class OverheadProfile(BaseModel):
 
 
 def available_profiles() -> list[OverheadProfile]:
-    folder = profiles_dir() / "overhead"
-    return [OverheadProfile(**load_profile_json(f"overhead/{path.name}")) for path in sorted(folder.glob("*.json"))]
+    """Every profile under ``profiles/overhead/``; a malformed one is one clear error naming its file."""
+    profiles = []
+    for path in sorted((profiles_dir() / "overhead").glob("*.json")):
+        try:
+            profiles.append(OverheadProfile(**load_profile_json(f"overhead/{path.name}")))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise QPlanError(f"{path}: not an overhead profile ({where}: {first['msg']})") from None
+    return profiles
 
 
 def select_profile(gpu_name: str | None = None, name: str | None = None) -> OverheadProfile:

@@ -130,10 +130,17 @@ class Comparison(BaseModel):
 
     @property
     def changed(self) -> str:
-        """``torch 2.13.0 -> 2.14.0, transformers 5.23.0 -> 5.24.0``: what differs between the runs (rows
-        known on one side only, such as library versions of a prediction, are left to the table)."""
-        known = [v for v in self.versions if v.changed and "-" not in (v.base, v.new)]
-        return ", ".join(f"{v.what} {v.base} -> {v.new}" for v in known) or "nothing"
+        """``torch 2.13.0 -> 2.14.0, settings.gradient_checkpointing=True -> False (2 scenarios)``: what differs
+        between the runs (rows known on one side only, such as library versions of a prediction, are left to
+        the table)."""
+        known = [f"{v.what} {v.base} -> {v.new}" for v in self.versions if v.changed and "-" not in (v.base, v.new)]
+        redefined: dict[str, int] = {}
+        for d in self.differences:
+            if d.what.startswith("scenario "):
+                change = f"{d.base} -> {d.new}"
+                redefined[change] = redefined.get(change, 0) + 1
+        known += [f"{change} ({n} scenario{'s' * (n > 1)})" for change, n in redefined.items()]
+        return ", ".join(known) or "nothing"
 
     @property
     def any_oom(self) -> bool:

@@ -1,0 +1,82 @@
+"""``python -m planner.measure.saved OUT.json``: the tensors autograd saves per decoder layer on the GPU,
+against the analytic ``S_layer`` (``planner.memory.activations.layer_saved``).
+
+A two-layer copy of each model (full width, random NF4 weights, the measuring recipe: prepare, LoRA all-linear,
+autocast, no checkpointing) runs one forward under ``torch.autograd.graph.saved_tensors_hooks``; each saved
+tensor's storage is counted once, charged to the decoder layer running when it was first saved. The GPU picks
+its own SDPA kernel, which a CPU count cannot show.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from ..catalog import resolve_model
+from ..memory.activations import layer_saved
+from ..settings import TrainSettings
+from .build import build_model
+from .configs import load_config
+from .recipe import attach_adapter
+
+CASES = {  # name: (model, settings overrides)
+    "llama-2-7b-s2048": ("llama-2-7b", {}),  # fp16 checkpoint, multi-head attention
+    "llama-2-7b-s2048-noprepare": ("llama-2-7b", {"prepare_kbit": False}),
+    "llama-2-7b-s2048-eager": ("llama-2-7b", {"attn": "eager"}),
+    "llama-2-7b-s2048-dropout0": ("llama-2-7b", {"lora_dropout": 0.0}),
+    "mistral-7b-s2048": ("mistral-7b-v0.1", {}),  # bf16 checkpoint, grouped-query attention
+}
+
+
+def probe(model: str, overrides: dict, device: str = "cuda") -> dict:
+    import torch
+
+    settings = TrainSettings(seq_len=2048, batch=1, rank=64, gradient_checkpointing=False, **overrides)
+    config = load_config(model) | {"num_hidden_layers": 2}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        net = attach_adapter(build_model(tmp, settings, device), settings)
+    layers = [m for name, m in net.named_modules() if name.endswith(("layers.0", "layers.1"))]
+    current: list[str] = ["outside"]
+    for index, layer in enumerate(layers):
+        layer.register_forward_pre_hook(lambda *_, i=index: current.__setitem__(0, f"layer{i}"))
+        layer.register_forward_hook(lambda *_: current.__setitem__(0, "outside"))
+    seen: dict[int, tuple[str, int]] = {}
+    shapes: dict[str, list] = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if t.device.type == device and key not in seen:
+            seen[key] = (current[0], t.untyped_storage().nbytes())
+            shapes.setdefault(current[0], []).append([list(t.shape), str(t.dtype).replace("torch.", ""), t.untyped_storage().nbytes()])
+        return t
+
+    ids = torch.randint(0, config["vocab_size"], (1, settings.seq_len), device=device)
+    net.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(device, dtype=torch.bfloat16):
+        net(input_ids=ids, labels=ids)
+    measured = {where: sum(size for w, size in seen.values() if w == where) for where in ("layer0", "layer1", "outside")}
+    arch = resolve_model(model)
+    return {"model": model, "settings": settings.model_dump(), "formula_layer_bytes": layer_saved(arch, settings),
+            "measured_bytes": measured, "layer0_tensors": shapes.get("layer0", []),
+            "sdp": {"flash": torch.backends.cuda.flash_sdp_enabled(), "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                    "cudnn": torch.backends.cuda.cudnn_sdp_enabled()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path((argv or sys.argv[1:])[0])
+    results = {}
+    import torch
+
+    for name, (model, overrides) in CASES.items():
+        results[name] = row = probe(model, overrides)
+        print(name, "formula", row["formula_layer_bytes"], "measured", row["measured_bytes"], flush=True)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
