@@ -84,3 +84,15 @@ def test_corrupt_measurements_are_one_clear_line(tmp_path):
     result = run_cli("validate", str(bad))
     assert result.returncode == 2 and "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_readme_publishes_the_profiles_validation():
+    path = profiles_dir().parent / "README.md"
+    if not path.is_file():
+        pytest.skip("README not beside profiles/ (installed package)")
+    readme = path.read_text()
+    profile = select_profile(name=PROFILE)
+    v = profile.validation
+    assert f"| peak device memory (NVML) | {v['median_abs_device_error']:.1%} | {v['max_abs_device_error']:.1%} |" in readme
+    assert f"| peak allocated (`max_memory_allocated`) | {v['median_abs_allocated_error']:.1%} | {v['max_abs_allocated_error']:.1%} |" in readme
+    assert f"({profile.safety_margin:.0%})" in readme
