@@ -19,30 +19,20 @@ import math
 import statistics
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .catalog import resolve_model
 from .errors import QPlanError
 from .memory import estimate
 from .memory.overhead import OverheadProfile
+from .regress.resultfile import load_results
 from .results import Measurement
 
 
 def load_measurements(paths: list[str | Path]) -> list[Measurement]:
-    """Read JSON-lines measurement files; a bad line is one clear error naming file and line."""
-    records: list[Measurement] = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise QPlanError(f"no measurement file {path}")
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(Measurement.model_validate_json(line))
-            except ValidationError as err:
-                raise QPlanError(f"{path}:{number}: not a measurement record ({err.error_count()} problems, first: {err.errors()[0]['msg']})") from None
-    return records
+    """The measurements of every file: JSON lines from ``qplan measure`` or a ``qplan regress`` results file
+    (:func:`planner.regress.resultfile.load_results`; a bad file or line is one clear error)."""
+    return [m for path in paths for m in load_results(path).measurements]
 
 
 def usable(records: list[Measurement]) -> list[Measurement]:

@@ -33,7 +33,7 @@ def _parser(verb: str) -> argparse.ArgumentParser:
     return parser
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # argparse's default prints usage; keep bad input to one line
         raise QPlanError(message)
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print("qplan verbs: " + ", ".join(COMMANDS) + "  (qplan VERB --help)\n")
     try:
         parser = _parser(verb)
-        parser.__class__ = _OneLineParser
+        parser.__class__ = OneLineParser
         args = parser.parse_args(argv)
         return int(args._run(args) or 0)
     except QPlanError as err:

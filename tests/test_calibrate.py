@@ -82,7 +82,7 @@ def test_corrupt_measurements_are_one_clear_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(MEASUREMENTS.read_text().splitlines()[0] + "\n{\"scenario\": 1}\n")
     result = run_cli("validate", str(bad))
-    assert result.returncode == 2 and "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "bad.jsonl: line 2" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import _OneLineParser
+from ..cli import OneLineParser
 from ..errors import QPlanError
 from ..regress.compare import METRICS, compare
 from ..regress.resultfile import load_results, refuse_overwrite, write_results
@@ -24,7 +24,7 @@ from ..results import Suite
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Memory regression runs: measure a suite, snapshot qplan's predictions, compare two result sets."
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{run,compare,predict}", parser_class=_OneLineParser)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{run,compare,predict}", parser_class=OneLineParser)
 
     run = actions.add_parser("run", help="measure a suite on this GPU into one results file")
     run.add_argument("--suite", required=True, help="suite name or suite file (see qplan measure)")

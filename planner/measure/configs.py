@@ -1,38 +1,48 @@
-"""Which ``config.json`` a scenario's ``model`` names: a folder or file path, or a catalogue slug looked up
-in ``profiles/models/<slug>/`` and then ``profiles/suites/configs/<slug>/`` (copies of
-``shared/configs``, provenance in ``profiles/suites/configs/SOURCES.md``)."""
+"""Which ``config.json`` a scenario's ``model`` names: a folder or ``config.json`` path, or any name the
+catalogue knows (slug, alias or HF id, :func:`planner.catalog.find_entry`), whose stored config (with its
+provenance in ``profiles/models/<slug>.json``) is written to a folder of its own for
+``AutoConfig.from_pretrained``."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+from ..catalog import find_entry
 from ..errors import QPlanError
-from ..profiles import profiles_dir
-
-SEARCH = ("models", "suites/configs")
 
 
-def config_dir(model: str) -> Path:
-    """The folder holding the model's ``config.json`` (what ``AutoConfig.from_pretrained`` reads)."""
+def _given_folder(model: str) -> Path | None:
     path = Path(model).expanduser()
     if path.is_file():
         if path.name != "config.json":
             raise QPlanError(f"{path}: the config file must be named config.json (transformers reads its folder)")
         return path.parent
-    if (path / "config.json").is_file():
-        return path
-    for folder in SEARCH:
-        candidate = profiles_dir() / folder / model
-        if (candidate / "config.json").is_file():
-            return candidate
-    known = sorted({p.parent.name for folder in SEARCH for p in (profiles_dir() / folder).glob("*/config.json")})
-    raise QPlanError(f"no config.json for model {model!r}: give a folder or config.json path, or one of {', '.join(known)}")
+    return path if (path / "config.json").is_file() else None
 
 
 def load_config(model: str) -> dict:
-    path = config_dir(model) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise QPlanError(f"{path} is not valid JSON: {err}") from None
+    folder = _given_folder(model)
+    if folder is not None:
+        path = folder / "config.json"
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise QPlanError(f"{path} is not valid JSON: {err}") from None
+    entry = find_entry(model)
+    if entry is None:
+        raise QPlanError(f"no config.json for model {model!r}: give a folder or config.json path, or a catalogue name")
+    return dict(entry.config)
+
+
+def config_dir(model: str) -> Path:
+    """The folder holding the model's ``config.json``; for a catalogue model, a folder under the temp dir."""
+    folder = _given_folder(model)
+    if folder is not None:
+        return folder
+    config = load_config(model)
+    folder = Path(tempfile.gettempdir()) / "qplan-configs" / find_entry(model).slug
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return folder
