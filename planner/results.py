@@ -28,6 +28,8 @@ class Scenario(BaseModel):
     memory_cap_bytes: int | None = Field(None, description="emulate a card of this many bytes (device level)")
     steps: int = Field(3, ge=1, description="optimizer steps to run; peaks are taken over all of them")
     trainer: bool = Field(False, description="run through transformers.Trainer instead of the manual loop")
+    gpus: int = Field(1, ge=1, le=64, description="GPUs, one process each; more than 1 trains with FSDP-QLoRA "
+                      "(planner.measure.fsdp) and the record holds the rank with the highest device peak")
 
 
 class Suite(BaseModel):

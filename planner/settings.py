@@ -40,6 +40,8 @@ class TrainSettings(BaseModel):
     attn: Attn = Field("sdpa", description="attn_implementation")
     prepare_kbit: bool = Field(True, description="peft.prepare_model_for_kbit_training was called (casts non-4-bit params to fp32)")
     autocast: bool = Field(True, description="forward runs under CUDA autocast (Trainer bf16=True / fp16=True)")
+    adapter_fp32: bool = Field(True, description="get_peft_model(autocast_adapter_dtype=True): LoRA weights in float32; "
+                               "false keeps them in the model dtype, as FSDP-QLoRA does")
 
     @field_validator("targets", mode="before")
     @classmethod

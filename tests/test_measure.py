@@ -264,3 +264,21 @@ def test_committed_measurements_are_complete_records():
         assert m.context_bytes > 0 and m.peak_device >= m.peak_reserved >= m.peak_allocated > 0
     equality = json.loads((folder / "equality-llama-3.2-1b.json").read_text())
     assert equality["all_equal"] and equality["tensors_compared"] > 100
+
+
+def test_fsdp_worker_runs_two_ranks_on_cpu(tiny, tmp_path):
+    """FSDP-QLoRA plumbing: two worker processes under torch.distributed.run (gloo), bf16 4-bit storage,
+    LoRA in the model dtype, peft's wrap policy; the merged record is a finished run of the FSDP recipe."""
+    pytest.importorskip("peft")
+    pytest.importorskip("bitsandbytes")
+    from planner.architecture import from_config
+    from planner.memory.fsdp import fsdp_recipe
+    from planner.memory.trainable import trainable_params
+    from planner.measure.suite import measure_one
+
+    settings = {**TINY_SETTINGS, "optim": "adamw_torch", "prepare_kbit": False, "adapter_fp32": False}
+    scenario = Scenario(name="fsdp", model=str(tiny), settings=settings, steps=2, gpus=2)
+    m = measure_one(scenario, device="cpu", timeout=300)
+    assert m.status == "ok", m.error
+    assert m.scenario.gpus == 2 and m.scenario.settings == fsdp_recipe(m.scenario.settings)
+    assert m.trainable_params == trainable_params(from_config(TINY), m.scenario.settings)

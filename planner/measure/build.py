@@ -37,8 +37,9 @@ from ..settings import TrainSettings
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
-def bnb_config(settings: TrainSettings):
-    """The ``BitsAndBytesConfig`` of the settings (``None`` for a 16-bit LoRA run)."""
+def bnb_config(settings: TrainSettings, quant_storage=None):
+    """The ``BitsAndBytesConfig`` of the settings (``None`` for a 16-bit LoRA run); ``quant_storage`` is
+    ``bnb_4bit_quant_storage`` (FSDP-QLoRA stores the packed 4-bit bytes as bfloat16 so FSDP can shard them)."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -51,6 +52,7 @@ def bnb_config(settings: TrainSettings):
         bnb_4bit_quant_type=settings.quant,
         bnb_4bit_use_double_quant=settings.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, DTYPES[settings.compute_dtype]),
+        bnb_4bit_quant_storage=quant_storage or torch.uint8,
     )
 
 
@@ -73,8 +75,10 @@ def model_dtype(config):
     return dtype if dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16
 
 
-def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "cuda", *, dtype=None, log=None):
-    """The model ``from_pretrained`` would give for this config with the settings' quantization, random weights."""
+def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "cuda", *, dtype=None,
+                quant_storage=None, log=None):
+    """The model ``from_pretrained`` would give for this config with the settings' quantization, random weights
+    (``dtype``: the ``dtype=`` argument, default the config's; ``quant_storage``: see :func:`bnb_config`)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.modeling_utils import local_torch_dtype
@@ -84,7 +88,7 @@ def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "
     dtype = dtype or model_dtype(config)
     target = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device(device)
     device_map = {"": target.index if target.type == "cuda" else "cpu"}
-    hf_quantizer, config, device_map = get_hf_quantizer(config, bnb_config(settings), device_map, True, {})
+    hf_quantizer, config, device_map = get_hf_quantizer(config, bnb_config(settings, quant_storage), device_map, True, {})
     config.dtype = dtype
 
     with torch.device("meta"), local_torch_dtype(dtype):  # from_pretrained's init context: new Linear4bit biases in dtype

@@ -50,7 +50,8 @@ def attach_adapter(model, settings: TrainSettings):
     """``prepare_model_for_kbit_training`` (when asked), then ``get_peft_model`` with the settings' LoRA.
 
     Without prepare_kbit, gradient checkpointing is switched on as the Trainer does it:
-    ``gradient_checkpointing_enable()`` with no kwargs (transformers' default ``use_reentrant=False``)."""
+    ``gradient_checkpointing_enable()`` with no kwargs (transformers' default ``use_reentrant=False``).
+    ``adapter_fp32=False`` keeps the LoRA weights in the model dtype (``autocast_adapter_dtype=False``)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if settings.prepare_kbit and settings.quantized:
@@ -65,7 +66,7 @@ def attach_adapter(model, settings: TrainSettings):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    return get_peft_model(model, config, autocast_adapter_dtype=settings.adapter_fp32)
 
 
 def training_arguments(settings: TrainSettings, steps: int, output_dir: str, *, cuda: bool = True):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..errors import QPlanError
 from ..profiles import profiles_dir
 from ..results import Measurement, Scenario, Suite
+from . import fsdp
 from .configs import config_dir
 
 TIMEOUT_S = 900
@@ -73,6 +74,8 @@ def select(scenarios: list[Scenario], only: list[str] | None = None, shard: str 
 
 
 def worker_command(scenario: Scenario, result: Path, device: str = "cuda") -> list[str]:
+    if scenario.gpus > 1:
+        return fsdp.launch_command(scenario, result, device)
     return [sys.executable, "-m", "planner.measure.worker", "--scenario", scenario.model_dump_json(),
             "--result", str(result), "--device", device]
 
@@ -94,7 +97,11 @@ def measure_one(scenario: Scenario, *, timeout: float = TIMEOUT_S, device: str =
         if log is not None:
             with log.open("a") as handle:
                 handle.write(f"===== {scenario.name}\n{text}\n")
-        if result.is_file():
+        if scenario.gpus > 1:
+            merged = fsdp.merge(scenario, result)
+            if merged is not None:
+                return merged
+        elif result.is_file():
             return Measurement.model_validate_json(result.read_text())
     tail = text.strip().splitlines()[-5:]
     return Measurement(scenario=scenario, status="error", error=f"{problem}: {' | '.join(tail)}"[:2000])

@@ -6,18 +6,23 @@ allocator peaks. An out-of-memory error (torch's, cuBLAS's allocation failure, o
 exceeded outside the allocator) ends the run as ``status="oom"`` with the phase it happened in; any other
 failure as ``status="error"``. The Measurement is written to ``--result`` in every case; the exit code is
 0 once it is written, 2 for bad arguments. ``--device cpu`` runs the plumbing without a GPU (no memory
-numbers)."""
+numbers). A scenario with ``gpus > 1`` runs under ``torch.distributed.run`` with FSDP (see
+:mod:`planner.measure.fsdp`): each rank writes ``RESULT.rank<r>`` and exits 3 when its run failed, so the
+launcher stops the other ranks instead of leaving them in a collective."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
+from datetime import timedelta
 from pathlib import Path
 
 from ..results import Measurement, Scenario
 from . import cap as caps
+from . import fsdp
 from .configs import config_dir
 from .nvml import Nvml, PeakPoller
 from .tracker import PhaseTracker
@@ -42,7 +47,9 @@ class Run:
     def __init__(self, scenario: Scenario, device: str):
         self.scenario, self.device_kind = scenario, device
         self.record: dict = {"scenario": scenario}
-        self.nvml = Nvml()
+        self.rank, self.local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+        self.distributed = scenario.gpus > 1
+        self.nvml = Nvml(self.local_rank)
         self.baseline = self.nvml.used() if device == "cuda" else None
         self.paged_expected = 0
 
@@ -53,6 +60,7 @@ class Run:
         if self.device_kind == "cuda":
             if not torch.cuda.is_available():
                 raise RuntimeError("no CUDA device visible to the worker")
+            torch.cuda.set_device(self.local_rank)
             torch.cuda.init()
             torch.empty(1, device="cuda")
             torch.cuda.synchronize()
@@ -63,14 +71,18 @@ class Run:
             self.device = torch.device("cuda", torch.cuda.current_device())
         else:
             self.device = torch.device("cpu")
+        if self.distributed:
+            torch.distributed.init_process_group("nccl" if self.device_kind == "cuda" else "gloo",
+                                                 timeout=timedelta(seconds=120))
         self.poller = PeakPoller(self.nvml)
         if self.device_kind == "cuda":
             self.poller.start()
-        self.tracker = PhaseTracker(
-            torch, self.nvml, self.poller, baseline=self.baseline, cap=self.scenario.memory_cap_bytes,
-            cuda=self.device_kind == "cuda",
+        self.tracker = PhaseTracker(  # FSDP: the cap applies once the model is sharded (self.shard)
+            torch, self.nvml, self.poller, baseline=self.baseline,
+            cap=None if self.distributed else self.scenario.memory_cap_bytes, cuda=self.device_kind == "cuda",
         )
-        self.apply_cap()
+        if not self.distributed:
+            self.apply_cap()
 
     def apply_cap(self) -> None:
         """Hold torch's reserved memory to cap - context - paged state (see planner.measure.cap)."""
@@ -89,17 +101,26 @@ class Run:
         caps.check_paged(self.paged_expected, placed, self.torch.cuda.mem_get_info(self.device)[0])
 
     def run(self) -> None:
+        from ..memory.fsdp import fsdp_recipe
         from .build import build_model
         from .recipe import attach_adapter, run_manual, run_trainer
 
         s = self.scenario.settings
         self.tracker.enter("load")
-        model = build_model(config_dir(self.scenario.model), s, self.device.type, log=log)
+        if self.distributed:
+            s = fsdp_recipe(s)
+            self.record["scenario"] = self.scenario.model_copy(update={"settings": s})
+            model = build_model(config_dir(self.scenario.model), s, self.device.type, dtype=self.torch.bfloat16,
+                                quant_storage=self.torch.bfloat16, log=log)
+        else:
+            model = build_model(config_dir(self.scenario.model), s, self.device.type, log=log)
         log("model built")
         self.tracker.enter("adapter")
         model = attach_adapter(model, s)
         trainable, total = model.get_nb_trainable_parameters()
         self.record.update(trainable_params=int(trainable), total_params=int(total))
+        if self.distributed:
+            model = self.shard(model)
         numels = [p.numel() for p in model.parameters() if p.requires_grad]
         self.paged_expected = caps.paged_state_bytes(s.optim, numels)
         self.apply_cap()
@@ -108,6 +129,20 @@ class Run:
         self.record["step_seconds"] = loop(model, s, self.scenario.steps, self.tracker, self.device, self.guard)
         self.tracker.close()
         self.record["status"] = "ok"
+
+    def shard(self, model):
+        """FSDP-wrap, free the unsharded copy and start the records over (planner.measure.fsdp)."""
+        model = fsdp.wrap(model, self.device)
+        self.tracker.current = None
+        self.tracker.phases.clear()
+        self.tracker.cap = self.scenario.memory_cap_bytes
+        if self.device_kind == "cuda":
+            self.torch.cuda.synchronize()
+            self.torch.cuda.empty_cache()
+            self.poller.peak = None
+        self.tracker.enter("adapter")
+        log(f"sharded over {self.scenario.gpus} ranks")
+        return model
 
     def fail(self, err: BaseException) -> None:
         phase = self.tracker.current if hasattr(self, "tracker") else None
@@ -178,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = measure(args.scenario, args.device)
     path = Path(args.result)
+    if args.scenario.gpus > 1:
+        path = fsdp.rank_path(path, int(os.environ.get("RANK", 0)))
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(result.model_dump_json() + "\n")
     tmp.replace(path)
     log(f"{args.scenario.name}: {result.status}")
-    return 0
+    return 3 if args.scenario.gpus > 1 and result.status != "ok" else 0
 
 
 if __name__ == "__main__":

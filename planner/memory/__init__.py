@@ -67,6 +67,12 @@ class Estimate:
         return {phase: sum(parts.values()) for phase, parts in self.phases.items()}
 
 
+def trainable_name(settings: TrainSettings) -> str:
+    if settings.full_finetune:
+        return "trainable weights"
+    return f"LoRA adapters ({'fp32' if trainable_bytes_per_param(settings) == 4 else '16-bit'})"
+
+
 def _settings_for_model(settings: TrainSettings) -> TrainSettings:
     # prepare_model_for_kbit_training is part of the k-bit recipe; a 16-bit LoRA run does not call it.
     if not settings.quantized and settings.prepare_kbit:
@@ -85,7 +91,7 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     grads = p_train * n_train
 
     persistent = dict(frozen)
-    persistent["trainable weights" if settings.full_finetune else "LoRA adapters (fp32)"] = p_train * n_train
+    persistent[trainable_name(settings)] = p_train * n_train
     persistent["optimizer state (GPU)"] = optim.device
     persistent["cuBLAS workspace"] = overhead.cublas_workspace_bytes
 

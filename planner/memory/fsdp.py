@@ -6,6 +6,10 @@ and backward (plus the next one prefetched), and shards gradients and optimizer 
 
     per_gpu = each phase of the single-GPU estimate with frozen weights, trainable weights, gradients and
               optimizer state divided by N, plus 2 gathered decoder layers
+
+for the FSDP-QLoRA recipe (:func:`fsdp_recipe`): FSDP flattens every wrapped unit into one tensor of one
+dtype, so nothing is upcast to float32: no ``prepare_model_for_kbit_training`` and LoRA adapters in the
+model dtype (peft ``autocast_adapter_dtype=False``; trl casts them the same way under FSDP).
 """
 
 from __future__ import annotations
@@ -14,18 +18,23 @@ from dataclasses import replace
 
 from ..architecture import Architecture
 from ..settings import TrainSettings
-from . import Estimate, estimate
+from . import Estimate, estimate, trainable_name
 from .overhead import OverheadProfile
 from .weights import frozen_weight_components
 
 
+def fsdp_recipe(settings: TrainSettings) -> TrainSettings:
+    """The settings FSDP-QLoRA trains with: everything stays in the 16-bit model dtype."""
+    return settings.model_copy(update={"prepare_kbit": False, "adapter_fp32": False})
+
+
 def fsdp_estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProfile, gpus: int) -> Estimate:
-    single = estimate(arch, settings, overhead)
     if gpus <= 1:
-        return single
+        return estimate(arch, settings, overhead)
+    settings = fsdp_recipe(settings)
+    single = estimate(arch, settings, overhead)
     frozen = frozen_weight_components(arch, settings)
-    sharded_names = set(frozen) | {"LoRA adapters (fp32)", "trainable weights", "optimizer state (GPU)",
-                                    "gradients", "gradients (accumulating)"}
+    sharded_names = set(frozen) | {trainable_name(settings), "optimizer state (GPU)", "gradients", "gradients (accumulating)"}
     layer_bytes = sum(size for name, size in frozen.items() if name not in ("embeddings", "lm_head", "embeddings + tied lm_head"))
     phases = {}
     for phase, parts in single.phases.items():

@@ -94,5 +94,6 @@ def trainable_params(arch: Architecture, settings: TrainSettings) -> int:
 
 
 def trainable_bytes_per_param(settings: TrainSettings) -> int:
-    """float32 LoRA adapters (peft's default); a full fine-tune trains the bf16 weights themselves."""
-    return 2 if settings.full_finetune else ADAPTER_BYTES
+    """float32 LoRA adapters (peft's default), or 16-bit ones when kept in the model dtype; a full fine-tune
+    trains the bf16 weights themselves."""
+    return 2 if settings.full_finetune or not settings.adapter_fp32 else ADAPTER_BYTES
