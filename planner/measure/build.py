@@ -76,9 +76,11 @@ def model_dtype(config):
 
 
 def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "cuda", *, dtype=None,
-                quant_storage=None, log=None):
+                quant_storage=None, warmup: bool = True, log=None):
     """The model ``from_pretrained`` would give for this config with the settings' quantization, random weights
-    (``dtype``: the ``dtype=`` argument, default the config's; ``quant_storage``: see :func:`bnb_config`)."""
+    (``dtype``: the ``dtype=`` argument, default the config's; ``quant_storage``: see :func:`bnb_config`;
+    ``warmup=False`` skips ``caching_allocator_warmup``'s one big block, which a model about to be sharded
+    would keep reserved)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.modeling_utils import local_torch_dtype
@@ -97,7 +99,7 @@ def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "
             hf_quantizer.preprocess_model(model=model, dtype=dtype, device_map=device_map, checkpoint_files=None, use_kernels=False)
     if getattr(model, "_keep_in_fp32_modules", None) or getattr(model, "_keep_in_fp32_modules_strict", None):
         raise QPlanError(f"{type(model).__name__} keeps modules in fp32 at load; the random builder does not model that")
-    if target.type == "cuda":
+    if target.type == "cuda" and warmup:
         _warmup_allocator(model, device_map, hf_quantizer)
     _materialize(model, target, dtype, log=log)
     if hf_quantizer is not None:

@@ -111,7 +111,7 @@ class Run:
             s = fsdp_recipe(s)
             self.record["scenario"] = self.scenario.model_copy(update={"settings": s})
             model = build_model(config_dir(self.scenario.model), s, self.device.type, dtype=self.torch.bfloat16,
-                                quant_storage=self.torch.bfloat16, log=log)
+                                quant_storage=self.torch.bfloat16, warmup=False, log=log)
         else:
             model = build_model(config_dir(self.scenario.model), s, self.device.type, log=log)
         log("model built")
