@@ -105,7 +105,9 @@ def make_optimizer(model, args):
 
 
 def vocab_size(model) -> int:
-    return model.get_input_embeddings().weight.shape[0]
+    """Rows of the input embedding, read before any wrapper (FSDP) can have replaced it with a shard."""
+    config = getattr(model, "config", None)
+    return getattr(config, "vocab_size", None) or model.get_input_embeddings().weight.shape[0]
 
 
 def random_batch(torch, settings: TrainSettings, vocab: int, generator):
