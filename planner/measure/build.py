@@ -76,11 +76,11 @@ def model_dtype(config):
 
 
 def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "cuda", *, dtype=None,
-                quant_storage=None, warmup: bool = True, log=None):
+                quant_storage=None, materialize: bool = True, log=None):
     """The model ``from_pretrained`` would give for this config with the settings' quantization, random weights
     (``dtype``: the ``dtype=`` argument, default the config's; ``quant_storage``: see :func:`bnb_config`;
-    ``warmup=False`` skips ``caching_allocator_warmup``'s one big block, which a model about to be sharded
-    would keep reserved)."""
+    ``materialize=False`` leaves it on the ``meta`` device, to be built unit by unit by FSDP with
+    :func:`materializer`)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.modeling_utils import local_torch_dtype
@@ -99,9 +99,10 @@ def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "
             hf_quantizer.preprocess_model(model=model, dtype=dtype, device_map=device_map, checkpoint_files=None, use_kernels=False)
     if getattr(model, "_keep_in_fp32_modules", None) or getattr(model, "_keep_in_fp32_modules_strict", None):
         raise QPlanError(f"{type(model).__name__} keeps modules in fp32 at load; the random builder does not model that")
-    if target.type == "cuda" and warmup:
-        _warmup_allocator(model, device_map, hf_quantizer)
-    _materialize(model, target, dtype, log=log)
+    if materialize:
+        if target.type == "cuda":
+            _warmup_allocator(model, device_map, hf_quantizer)
+        _materialize(model, target, dtype, log=log)
     if hf_quantizer is not None:
         model.hf_quantizer = hf_quantizer
         hf_quantizer.postprocess_model(model)
@@ -120,6 +121,24 @@ def _warmup_allocator(model, device_map, hf_quantizer) -> None:
 
 def _materialize(model, device, dtype, *, log=None) -> None:
     """Replace every meta parameter/buffer with a real one on ``device``, module by module."""
+    materialize = materializer(model, device, dtype)
+    started, layers = time.perf_counter(), 0
+    for name, module in model.named_modules():
+        materialize(module)
+        if log and name.count(".") == 2 and name.split(".")[-2] == "layers":
+            layers += 1
+            if layers in (1, 10) or layers % 20 == 0:
+                log(f"layer {layers} built, {time.perf_counter() - started:.1f} s")
+    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.device.type == "meta"]
+    if left:
+        raise RuntimeError(f"left on meta after materializing: {left[:5]}")
+
+
+def materializer(model, device, dtype):
+    """A function that makes one module's own meta parameters and buffers real on ``device``: 4-bit weights
+    from random numbers in ``dtype`` quantized by ``Params4bit.to`` as a checkpoint tensor would be, the rest
+    through the model's ``_init_weights``. Tied parameters stay one Parameter. It is also FSDP's
+    ``param_init_fn``, so a model can be built one wrapped unit at a time (planner.measure.fsdp)."""
     import torch
 
     try:
@@ -128,43 +147,39 @@ def _materialize(model, device, dtype, *, log=None) -> None:
         params4bit = bnb.nn.Params4bit
     except ImportError:
         params4bit = ()
-    std = getattr(model.config, "initializer_range", None) or 0.02
+    base = getattr(model, "get_base_model", lambda: model)()
+    std = getattr(base.config, "initializer_range", None) or 0.02
     done: dict[int, torch.nn.Parameter] = {}
-    started, layers = time.perf_counter(), 0
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            new_params = False
-            for key, param in list(module.named_parameters(recurse=False)):
-                if id(param) in done:  # tied: the same Parameter as one already built
-                    module._parameters[key] = done[id(param)]
-                    continue
-                if param.device.type != "meta":
-                    continue
-                if params4bit and isinstance(param, params4bit):
-                    value = torch.empty(param.shape, dtype=dtype, device=device).normal_(0.0, std)
-                    real = params4bit(value, requires_grad=False, **param.__dict__).to(device)
-                    del value
-                    module._is_hf_initialized = True
-                else:
-                    real = torch.nn.Parameter(torch.empty_like(param, device=device), requires_grad=param.requires_grad)
-                    new_params = True
-                    if params4bit and isinstance(module, torch.nn.Linear):  # bias of a Linear4bit
-                        real.zero_()
-                module._parameters[key] = real
-                done[id(param)] = real
-            for key, buffer in list(module.named_buffers(recurse=False)):
-                if buffer is not None and buffer.device.type == "meta":
-                    module._buffers[key] = torch.empty_like(buffer, device=device)
-                    new_params = True
-            if new_params and not isinstance(module, _linear4bit_types()):
-                model._init_weights(module)
-            if log and name.count(".") == 2 and name.split(".")[-2] == "layers":
-                layers += 1
-                if layers in (1, 10) or layers % 20 == 0:
-                    log(f"layer {layers} built, {time.perf_counter() - started:.1f} s")
-    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.device.type == "meta"]
-    if left:
-        raise RuntimeError(f"left on meta after materializing: {left[:5]}")
+
+    @torch.no_grad()
+    def materialize(module) -> None:
+        new_params = False
+        for key, param in list(module.named_parameters(recurse=False)):
+            if id(param) in done:  # tied: the same Parameter as one already built
+                module._parameters[key] = done[id(param)]
+                continue
+            if param.device.type != "meta":
+                continue
+            if params4bit and isinstance(param, params4bit):
+                value = torch.empty(param.shape, dtype=dtype, device=device).normal_(0.0, std)
+                real = params4bit(value, requires_grad=False, **param.__dict__).to(device)
+                del value
+                module._is_hf_initialized = True
+            else:
+                real = torch.nn.Parameter(torch.empty_like(param, device=device), requires_grad=param.requires_grad)
+                new_params = True
+                if params4bit and isinstance(module, torch.nn.Linear):  # bias of a Linear4bit
+                    real.zero_()
+            module._parameters[key] = real
+            done[id(param)] = real
+        for key, buffer in list(module.named_buffers(recurse=False)):
+            if buffer is not None and buffer.device.type == "meta":
+                module._buffers[key] = torch.empty_like(buffer, device=device)
+                new_params = True
+        if new_params and not isinstance(module, _linear4bit_types()):
+            base._init_weights(module)
+
+    return materialize
 
 
 def _linear4bit_types() -> tuple:

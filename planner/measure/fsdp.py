@@ -1,13 +1,16 @@
 """FSDP-QLoRA on several GPUs: the same worker, one process per GPU under ``torch.distributed.run``.
 
-Each rank builds the full model with random NF4 weights stored as bfloat16 (``bnb_4bit_quant_storage``),
-attaches LoRA in the model dtype (:func:`planner.memory.fsdp.fsdp_recipe`), and wraps it as peft's
-FSDP-QLoRA recipe does: ``FullyShardedDataParallel`` with ``peft.utils.other.fsdp_auto_wrap_policy``
-(decoder layers and the LoRA modules as their own units), ``FULL_SHARD``, ``use_orig_params=False``. Once
-wrapped, the unsharded copy is freed (``empty_cache``), the phase records and NVML peak start over, and the
-memory cap applies: the training phases are measured as on N cards of that size. Not emulated: the load
-itself (real FSDP-QLoRA loads on rank 0's CPU and broadcasts, ``cpu_ram_efficient_loading``), so the load
-peak of one full model per GPU is not part of the record.
+Each rank builds the model on the ``meta`` device with NF4 weights stored as bfloat16
+(``bnb_4bit_quant_storage``), attaches LoRA in the model dtype (:func:`planner.memory.fsdp.fsdp_recipe`), and
+wraps it as peft's FSDP-QLoRA recipe does: ``FullyShardedDataParallel`` with
+``peft.utils.other.fsdp_auto_wrap_policy`` (decoder layers and the LoRA modules as their own units),
+``FULL_SHARD``, ``use_orig_params=False``. FSDP makes each unit real on the GPU with random NF4 weights
+(``param_init_fn`` = :func:`planner.measure.build.materializer`) and shards it before the next, so no GPU
+ever holds the whole model, as with real FSDP-QLoRA loading (rank 0 reads the checkpoint on the CPU and
+broadcasts). Then the phase records and NVML peak start over and the memory cap applies: the training
+phases are measured as on N cards of that size. A first version built the whole model per GPU and sharded
+it afterwards; the freed blocks stayed reserved under the shards (34.8 GiB reserved for 17.7 GiB allocated
+on a 70B), which is why the model is now built unit by unit.
 
 Every rank writes its record to ``RESULT.rank<r>``; :func:`merge` keeps the rank with the highest device
 peak (any OOM wins), which is what decides whether the run fits.
@@ -45,12 +48,12 @@ def merge(scenario: Scenario, result: Path) -> Measurement | None:
     return worst
 
 
-def wrap(model, device):
-    """peft's FSDP-QLoRA wrapping of a model already on ``device``."""
+def wrap(model, device, param_init_fn=None):
+    """peft's FSDP-QLoRA wrapping; a model on ``meta`` is made real one unit at a time by ``param_init_fn``."""
     from peft.utils.other import fsdp_auto_wrap_policy
     from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
 
     return FullyShardedDataParallel(
         model, auto_wrap_policy=fsdp_auto_wrap_policy(model), sharding_strategy=ShardingStrategy.FULL_SHARD,
-        use_orig_params=False, device_id=device, limit_all_gathers=True,
+        use_orig_params=False, device_id=device, limit_all_gathers=True, param_init_fn=param_init_fn,
     )

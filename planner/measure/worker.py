@@ -111,28 +111,33 @@ class Run:
             s = fsdp_recipe(s)
             self.record["scenario"] = self.scenario.model_copy(update={"settings": s})
             model = build_model(config_dir(self.scenario.model), s, self.device.type, dtype=self.torch.bfloat16,
-                                quant_storage=self.torch.bfloat16, warmup=False, log=log)
+                                quant_storage=self.torch.bfloat16, materialize=False, log=log)
         else:
             model = build_model(config_dir(self.scenario.model), s, self.device.type, log=log)
         log("model built")
         self.tracker.enter("adapter")
         model = attach_adapter(model, s)
-        trainable, total = model.get_nb_trainable_parameters()
-        self.record.update(trainable_params=int(trainable), total_params=int(total))
-        if self.distributed:
+        if self.distributed:  # still on meta: peft's count would read 4-bit weights at full size
+            self.record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             model = self.shard(model)
+        else:
+            trainable, total = model.get_nb_trainable_parameters()
+            self.record.update(trainable_params=int(trainable), total_params=int(total))
         numels = [p.numel() for p in model.parameters() if p.requires_grad]
         self.paged_expected = caps.paged_state_bytes(s.optim, numels)
         self.apply_cap()
-        log(f"adapter attached: {trainable} trainable of {total}; paged state expected {self.paged_expected} B")
+        log(f"adapter attached: {self.record['trainable_params']} trainable; paged state expected {self.paged_expected} B")
         loop = run_trainer if self.scenario.trainer else run_manual
         self.record["step_seconds"] = loop(model, s, self.scenario.steps, self.tracker, self.device, self.guard)
         self.tracker.close()
         self.record["status"] = "ok"
 
     def shard(self, model):
-        """FSDP-wrap, free the unsharded copy and start the records over (planner.measure.fsdp)."""
-        model = fsdp.wrap(model, self.device)
+        """Build and FSDP-wrap the meta model one unit at a time, then start the records over
+        (planner.measure.fsdp)."""
+        from .build import materializer
+
+        model = fsdp.wrap(model, self.device, materializer(model, self.device, self.torch.bfloat16))
         self.tracker.current = None
         self.tracker.phases.clear()
         self.tracker.cap = self.scenario.memory_cap_bytes
