@@ -91,6 +91,19 @@ def test_no_cuda_is_one_line_and_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_too_few_gpus_for_an_fsdp_scenario_is_one_line(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from planner.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    out = tmp_path / "m.jsonl"
+    assert main(["measure", "--suite", "fsdp-x2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 GPUs" in err[0] and "has 1" in err[0]
+    assert not out.exists()
+
+
 def test_existing_out_is_not_overwritten(tmp_path, capsys):
     from planner.cli import main
 

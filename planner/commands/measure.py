@@ -67,9 +67,10 @@ def scenarios_from_args(args: argparse.Namespace) -> list[Scenario]:
     return scenarios
 
 
-def require_cuda() -> None:
-    """One line and exit 2 when this machine cannot measure. torch is asked through NVML
-    (``PYTORCH_NVML_BASED_CUDA_CHECK``), so this process does not initialise CUDA beside the workers."""
+def require_cuda(gpus: int = 1) -> None:
+    """One line and exit 2 when this machine cannot measure (no CUDA, or fewer GPUs than a scenario runs on).
+    torch is asked through NVML (``PYTORCH_NVML_BASED_CUDA_CHECK``), so this process does not initialise
+    CUDA beside the workers."""
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     try:
         import torch
@@ -77,6 +78,8 @@ def require_cuda() -> None:
         raise QPlanError("qplan measure needs torch with CUDA (pip install 'qplan[gpu]')") from None
     if not torch.cuda.is_available():
         raise QPlanError("qplan measure needs a CUDA GPU and this machine has none (torch.cuda.is_available() is False)")
+    if torch.cuda.device_count() < gpus:
+        raise QPlanError(f"a scenario runs on {gpus} GPUs (FSDP) and this machine has {torch.cuda.device_count()}")
 
 
 def summary(m: Measurement) -> str:
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise QPlanError(f"{args.out} exists: pass --append to add to it or --force to overwrite it")
     if args.timeout <= 0:
         raise QPlanError("--timeout must be positive")
-    require_cuda()
+    require_cuda(max(s.gpus for s in scenarios))
     if args.force:
         args.out.unlink(missing_ok=True)
 

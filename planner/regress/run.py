@@ -37,7 +37,7 @@ def measure_suite(suite: Suite, out: Path, *, script: Path | None = None, force:
 
     if script is not None and not script.is_file():
         raise QPlanError(f"--script {script}: no such file")
-    require_cuda()
+    require_cuda(max((s.gpus for s in suite.scenarios), default=1))
     stream = stream_path(out)
     refuse_overwrite(stream, force)
     stream.unlink(missing_ok=True)
