@@ -43,7 +43,7 @@ def imported_modules() -> list[str]:
 def counted_plan(model: str, gpu: str, open_knobs: tuple[str, ...]) -> tuple[int, float]:
     """(estimates evaluated, seconds) for one plan with only ``open_knobs`` searched."""
     calls = 0
-    original = planning._estimator
+    original = planning.estimator_for
 
     def counting(*args):
         inner = original(*args)
@@ -54,14 +54,14 @@ def counted_plan(model: str, gpu: str, open_knobs: tuple[str, ...]) -> tuple[int
             return inner(settings)
         return estimator
 
-    planning._estimator = counting
+    planning.estimator_for = counting
     try:
         start = time.perf_counter()
         make_plan(Request(model=model, gpu=gpu, settings=TrainSettings(seq_len=1024, batch=1, rank=16),
                           fixed=set(ALL_KNOBS) - set(open_knobs)))
         return calls, time.perf_counter() - start
     finally:
-        planning._estimator = original
+        planning.estimator_for = original
 
 
 def main() -> int:

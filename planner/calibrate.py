@@ -106,6 +106,7 @@ class Row(BaseModel):
     status: str
     measured_device: int | None
     predicted_device: int
+    predicted_uncertain: int
     measured_allocated: int | None
     predicted_allocated: int
     device_error: float | None
@@ -157,7 +158,7 @@ def validate(records: list[Measurement], profile: OverheadProfile, margin: float
         cap = r.scenario.memory_cap_bytes
         row = Row(
             scenario=r.scenario.name, model=r.scenario.model, status=r.status,
-            measured_device=r.peak_device, predicted_device=est.device_peak,
+            measured_device=r.peak_device, predicted_device=est.device_peak, predicted_uncertain=est.uncertain_bytes,
             measured_allocated=r.peak_allocated, predicted_allocated=est.allocated_peak,
             device_error=(est.device_peak - r.peak_device) / r.peak_device if r.status == "ok" and r.peak_device else None,
             allocated_error=(est.allocated_peak - r.peak_allocated) / r.peak_allocated if r.status == "ok" and r.peak_allocated else None,
@@ -185,20 +186,22 @@ def summarise(profile: str, fitted_on: list[str], rows: list[Row]) -> Validation
 
 def calibrate(records: list[Measurement], name: str, base: OverheadProfile) -> OverheadProfile:
     """The profile fitted on all records, with the held-out statistics of the same fit (two folds) and the
-    safety margin they justify: a budget of ``usable * (1 - m)`` with ``m = 1 - 1/(1 + u)``, ``u`` the worst
-    held-out under-prediction of peak device memory, rounded up to a whole percent."""
+    safety margin they justify: the worst held-out under-prediction of peak device memory as a share of the
+    estimate's uncertain part (``Estimate.uncertain_bytes``: what is not an exact tensor count), rounded up
+    to a whole percent. Plans keep ``safety_margin * uncertain_bytes`` free by default."""
     profile = fit_profile(records, name, base)
     check = cross_validate(records, base)
-    under = max([0.0] + [-row.device_error for row in check.rows if row.device_error is not None and row.cap_bytes is None])
-    margin = math.ceil(100 * (1 - 1 / (1 + under))) / 100
+    held = [row for row in check.rows if row.device_error is not None and row.cap_bytes is None]
+    under = max([0.0] + [(row.measured_device - row.predicted_device) / row.predicted_uncertain for row in held])
     return profile.model_copy(update={
-        "safety_margin": max(margin, 0.01),
+        "safety_margin": max(math.ceil(100 * under) / 100, 0.01),
         "validation": {
             "method": "two-fold cross-validation (qplan validate)",
-            "scenarios": sum(1 for row in check.rows if row.device_error is not None and row.cap_bytes is None),
+            "scenarios": len(held),
             "median_abs_device_error": round(check.median_device_error, 4),
             "max_abs_device_error": round(check.max_device_error, 4),
-            "worst_device_underprediction": round(under, 4),
+            "worst_device_underprediction": round(max([0.0] + [-row.device_error for row in held]), 4),
+            "worst_underprediction_of_uncertain_part": round(under, 4),
             "median_abs_allocated_error": round(check.median_allocated_error, 4),
             "max_abs_allocated_error": round(check.max_allocated_error, 4),
         },

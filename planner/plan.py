@@ -29,8 +29,8 @@ class GpuInfo(BaseModel):
     count: int
     total_bytes: int = Field(description="device memory per GPU as nvidia-smi reports it")
     usable_bytes: int = Field(description="total less what the driver keeps (from the overhead profile)")
-    budget_bytes: int = Field(description="usable less the safety margin: what a plan may use")
-    margin: float = Field(description="the safety margin, a share of usable memory")
+    budget_bytes: int = Field(description="what peak + margin may reach: usable, or usable less --margin when given")
+    margin_rule: str = Field(description="how the safety margin is set")
     bf16: bool
 
 
@@ -69,8 +69,9 @@ class Plan(BaseModel):
     paged_bytes: int = Field(description="paged optimizer state in CUDA managed memory (outside torch stats)")
     peak_phase: str
     trainable_params: int
+    margin_bytes: int = Field(description="safety margin kept free beside this plan's peak (gpu.margin_rule)")
     fits: bool
-    headroom_bytes: int = Field(description="budget_bytes - peak_bytes (negative: short by that much)")
+    headroom_bytes: int = Field(description="budget_bytes - peak_bytes - margin_bytes (negative: short by that much)")
     profile: ProfileInfo
     recommendations: list[Recommendation] = []
     longest_seq_len: Recommendation | None = None
@@ -106,8 +107,9 @@ def plan_from_estimate(
         paged_bytes=est.paged,
         peak_phase=est.peak_phase,
         trainable_params=est.trainable_params,
-        fits=est.device_peak <= gpu.budget_bytes,
-        headroom_bytes=gpu.budget_bytes - est.device_peak,
+        margin_bytes=est.margin_bytes,
+        fits=est.required_bytes <= gpu.budget_bytes,
+        headroom_bytes=gpu.budget_bytes - est.required_bytes,
         profile=profile_info(profile),
     )
 

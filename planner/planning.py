@@ -4,12 +4,15 @@ FSDP-QLoRA, a smaller model of the same family), with numbers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from math import ceil
+from typing import Callable
 
 from .architecture import Architecture
 from .catalog import catalog_models, resolve_model
 from .gpus import Gpu, catalog_gpus, resolve_gpu
 from .memory import Estimate, estimate
+from .memory.fsdp import CAVEAT as FSDP_CAVEAT
 from .memory.fsdp import fsdp_estimate
 from .memory.overhead import OverheadProfile, select_profile
 from .memory.weights import frozen_weight_components
@@ -29,27 +32,37 @@ class Request:
     fixed: set[str] = field(default_factory=set)
     gpus: int = 1
     target_batch: int = 16
-    margin: float | None = None  # None: the overhead profile's safety_margin
+    margin: float | None = None  # share of usable memory kept free; None: the profile's margin on each estimate
     prefer: str = "seq"
     profile: str | None = None
     top: int = 5
 
 
 def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | None) -> GpuInfo:
-    """Usable = nvidia-smi total - driver reserve; budget = usable * (1 - margin), the margin by default the
-    profile's measured ``safety_margin``."""
-    margin = profile.safety_margin if margin is None else margin
+    """Usable = nvidia-smi total - driver reserve. The safety margin is either a share of usable memory
+    (``margin``, what ``--margin`` gives: budget = usable * (1 - margin)) or, by default, the profile's
+    ``safety_margin`` share of each estimate's uncertain part (budget = usable; see :func:`estimator_for`)."""
     usable = gpu.total_bytes - profile.driver_reserved_bytes
-    return GpuInfo(
-        name=gpu.name, label=gpu.label, count=count, total_bytes=gpu.total_bytes, usable_bytes=usable,
-        budget_bytes=int(usable * (1 - margin)), margin=margin, bf16=gpu.bf16,
-    )
+    if margin is None:
+        rule = (f"{profile.safety_margin:.0%} of the estimated (not exactly counted) part of each plan, the worst "
+                f"held-out under-prediction of profile {profile.name}")
+        budget = usable
+    else:
+        rule, budget = f"{margin:.0%} of usable memory (--margin)", int(usable * (1 - margin))
+    return GpuInfo(name=gpu.name, label=gpu.label, count=count, total_bytes=gpu.total_bytes, usable_bytes=usable,
+                   budget_bytes=budget, margin_rule=rule, bf16=gpu.bf16)
 
 
-def _estimator(arch: Architecture, profile: OverheadProfile, gpus: int):
-    if gpus > 1:
-        return lambda settings: fsdp_estimate(arch, settings, profile, gpus)
-    return lambda settings: estimate(arch, settings, profile)
+def estimator_for(arch: Architecture, profile: OverheadProfile, gpus: int,
+                  margin: float | None) -> Callable[[TrainSettings], Estimate]:
+    """Settings -> Estimate (FSDP per GPU when ``gpus > 1``), carrying its safety margin: with no explicit
+    ``margin``, ``ceil(profile.safety_margin * uncertain_bytes)``; an explicit one is in the budget instead."""
+    def one(settings: TrainSettings) -> Estimate:
+        est = fsdp_estimate(arch, settings, profile, gpus) if gpus > 1 else estimate(arch, settings, profile)
+        if margin is None:
+            est = replace(est, margin_bytes=ceil(profile.safety_margin * est.uncertain_bytes))
+        return est
+    return one
 
 
 def reference_settings(request: Request, arch: Architecture) -> TrainSettings:
@@ -83,7 +96,7 @@ def make_plan(request: Request) -> Plan:
         notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if arch.expert_banks:
         notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); their activations are an estimate")
-    estimator = _estimator(arch, profile, request.gpus)
+    estimator = estimator_for(arch, profile, request.gpus, request.margin)
 
     search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions, target_batch=request.target_batch)
     found = search.candidates(estimator, info.budget_bytes)
@@ -101,7 +114,7 @@ def make_plan(request: Request) -> Plan:
         plan.alternatives = alternatives(request, arch, info, profile)
         notes.insert(0, why_not(arch, plan, info))
     if request.gpus > 1:
-        notes.append(f"{request.gpus} GPUs: per-GPU numbers for FSDP-QLoRA (estimate, not yet measured on several GPUs)")
+        notes.append(f"{request.gpus} GPUs with FSDP-QLoRA: {FSDP_CAVEAT}")
     plan.notes = notes
     return plan
 
@@ -111,23 +124,26 @@ def _open_knobs(request: Request) -> bool:
 
 
 def why_not(arch: Architecture, plan: Plan, info: GpuInfo) -> str:
-    frozen = sum(frozen_weight_components(arch, plan.settings).values()) // max(1, info.count if info.count > 1 else 1)
+    frozen = sum(frozen_weight_components(arch, plan.settings).values()) // max(1, info.count)
     what = "the frozen base model (4-bit weights plus the modules left in 16/32-bit)"
     if frozen > info.budget_bytes:
-        return (f"{what} alone needs {fmt_gib(frozen)}; this card has {fmt_gib(info.usable_bytes)} usable "
-                f"({fmt_gib(info.budget_bytes)} after the safety margin)")
-    return (f"even the smallest setup shown needs {fmt_gib(plan.peak_bytes)} at its peak ({plan.peak_phase}); "
-            f"this card has {fmt_gib(info.budget_bytes)} to give after the safety margin")
+        return f"{what} alone needs {fmt_gib(frozen)}; this card has {fmt_gib(info.budget_bytes)} {_budget_words(info)}"
+    return (f"even the smallest setup shown needs {fmt_gib(plan.peak_bytes)} at its peak ({plan.peak_phase}) "
+            f"plus a {fmt_gib(plan.margin_bytes)} safety margin; this card has {fmt_gib(info.budget_bytes)} {_budget_words(info)}")
+
+
+def _budget_words(info: GpuInfo) -> str:
+    return "usable" if info.budget_bytes == info.usable_bytes else f"usable after the margin ({fmt_gib(info.usable_bytes)} before it)"
 
 
 def alternatives(request: Request, arch: Architecture, info: GpuInfo, profile: OverheadProfile) -> list[Alternative]:
     reference = reference_settings(request, arch)
-    need = estimate(arch, reference, profile)
+    need = estimator_for(arch, profile, 1, request.margin)(reference)
     out: list[Alternative] = []
     ref_text = f"r={reference.rank}, seq_len {reference.seq_len}, micro-batch {reference.batch}"
     for card in catalog_gpus():
         card_info = gpu_info(card, 1, profile, request.margin)
-        if need.device_peak <= card_info.budget_bytes:
+        if need.required_bytes <= card_info.budget_bytes:
             out.append(Alternative(
                 kind="larger-gpu",
                 summary=f"one {card.label} ({fmt_gib(card.total_bytes)}): {ref_text} peaks at {fmt_gib(need.device_peak)}",
@@ -135,12 +151,12 @@ def alternatives(request: Request, arch: Architecture, info: GpuInfo, profile: O
             ))
             break
     for n in range(2, MAX_FSDP_GPUS + 1):
-        per_gpu = fsdp_estimate(arch, reference, profile, n)
-        if per_gpu.device_peak <= info.budget_bytes:
+        per_gpu = estimator_for(arch, profile, n, request.margin)(reference)
+        if per_gpu.required_bytes <= info.budget_bytes:
             out.append(Alternative(
                 kind="more-gpus",
                 summary=(f"{n} x {info.label} with FSDP-QLoRA: {ref_text} needs about {fmt_gib(per_gpu.device_peak)} "
-                         f"per GPU (estimate, not yet measured on several GPUs)"),
+                         f"per GPU (estimate; one 2-GPU run measured so far, see --gpus)"),
                 peak_bytes=per_gpu.device_peak, detail={"gpus": n, "strategy": "fsdp"},
             ))
             break
@@ -158,8 +174,8 @@ def _largest_fitting_sibling(request, arch, info, profile, reference) -> Alterna
         key=lambda e: e.params, reverse=True,
     ) if family else []
     for entry in siblings:
-        est: Estimate = estimate(entry.architecture, reference, profile)
-        if est.device_peak <= info.budget_bytes:
+        est = estimator_for(entry.architecture, profile, 1, request.margin)(reference)
+        if est.required_bytes <= info.budget_bytes:
             return Alternative(
                 kind="smaller-model",
                 summary=(f"{entry.slug} ({entry.params / 1e9:.1f} B params) fits this card: "

@@ -43,12 +43,12 @@ from .catalog import resolve_model
 from .config_file import SECTIONS, Mapped, RunConfig, parse_config, show, to_settings
 from .errors import QPlanError
 from .gpus import Gpu, resolve_gpu
-from .memory import Estimate, estimate
-from .memory.fsdp import fsdp_estimate
+from .memory import Estimate
+from .memory.fsdp import CAVEAT as FSDP_CAVEAT
 from .memory.overhead import select_profile
 from .memory.weights import frozen_weight_components
 from .plan import Plan, plan_from_estimate
-from .planning import Request, alternatives, gpu_info
+from .planning import Request, alternatives, estimator_for, gpu_info
 from .settings import RANKS, TrainSettings
 from .units import fmt_gib
 
@@ -166,12 +166,6 @@ def run_from_objects(model: Any, quantization_config: Any = None, lora_config: A
 # ---- the check ----------------------------------------------------------------------------------------
 
 
-def estimator_for(arch: Architecture, profile, gpus: int) -> Callable[[TrainSettings], Estimate]:
-    if gpus > 1:
-        return lambda settings: fsdp_estimate(arch, settings, profile, gpus)
-    return lambda settings: estimate(arch, settings, profile)
-
-
 def check(run: Run) -> CheckResult:
     """The plan of the run exactly as configured; when it does not fit, ``plan.notes[0]`` says why and the
     smallest change that fits is searched, or (nothing fits on this card) ``plan.alternatives`` are filled
@@ -180,7 +174,7 @@ def check(run: Run) -> CheckResult:
     profile = select_profile(gpu.label)
     info = gpu_info(gpu, run.gpus, profile, run.margin)
     settings, arch = run.mapped.settings, run.arch
-    estimator = estimator_for(arch, profile, run.gpus)
+    estimator = estimator_for(arch, profile, run.gpus, run.margin)
     plan = plan_from_estimate(arch, info, settings, estimator(settings), profile)
     notes = list(run.mapped.notes)
     if settings.compute_dtype == "bf16" and settings.autocast and not gpu.bf16:
@@ -188,7 +182,7 @@ def check(run: Run) -> CheckResult:
     if arch.generic:
         notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if run.gpus > 1:
-        notes.append(f"{run.gpus} GPUs: per-GPU numbers for FSDP-QLoRA (estimate, not yet measured on several GPUs)")
+        notes.append(f"{run.gpus} GPUs with FSDP-QLoRA: {FSDP_CAVEAT}")
     suggestion = None
     if not plan.fits:
         notes.insert(0, why(arch, plan))
@@ -203,16 +197,16 @@ def check(run: Run) -> CheckResult:
 
 def why(arch: Architecture, plan: Plan) -> str:
     """Why the run does not fit: the frozen model alone, or the largest parts of the peak."""
-    budget = fmt_gib(plan.gpu.budget_bytes)
+    budget = f"{fmt_gib(plan.gpu.budget_bytes)} this card has"
     frozen = sum(frozen_weight_components(arch, plan.settings).values()) // plan.gpu.count
     if frozen > plan.gpu.budget_bytes:
         return (f"the frozen model alone (4-bit weights plus the modules kept in 16/32-bit) needs {fmt_gib(frozen)}, "
-                f"more than the {budget} budget (usable memory less the safety margin), so no setting of this run "
-                f"fits here; the run as configured peaks at {fmt_gib(plan.peak_bytes)}")
+                f"more than the {budget}, so no setting of this run fits here; the run as configured peaks at "
+                f"{fmt_gib(plan.peak_bytes)}")
     largest = sorted(plan.breakdown.items(), key=lambda item: -item[1])[:3]
     parts = ", ".join(f"{name} {fmt_gib(size)}" for name, size in largest)
-    return (f"peak {fmt_gib(plan.peak_bytes)} ({plan.peak_phase}) is {fmt_gib(-plan.headroom_bytes)} over the "
-            f"{budget} budget (usable memory less the safety margin); largest parts: {parts}")
+    return (f"peak {fmt_gib(plan.peak_bytes)} ({plan.peak_phase}) plus its {fmt_gib(plan.margin_bytes)} safety margin "
+            f"is {fmt_gib(-plan.headroom_bytes)} over the {budget}; largest parts: {parts}")
 
 
 def preflight(model: Any, quantization_config: Any = None, lora_config: Any = None, training_args: Any = None,
@@ -293,7 +287,7 @@ def smallest_change(mapped: Mapped, estimator: Callable[[TrainSettings], Estimat
                         continue
                     settings, est = found
                     used = kinds + (("seq_len",) if with_seq else ())
-                    key = _rank_key(used, settings, est.device_peak)
+                    key = _rank_key(used, settings, est.required_bytes)
                     if best is None or key < best[0]:
                         best = (key, used, settings, est)
         if best is not None and best[0][0] <= n:
@@ -303,7 +297,7 @@ def smallest_change(mapped: Mapped, estimator: Callable[[TrainSettings], Estimat
     _, used, settings, est = best
     return Suggestion(
         changes=_changes(mapped, used, settings), settings=settings, peak_bytes=est.device_peak,
-        headroom_bytes=budget - est.device_peak, tokens_per_step=settings.tokens * settings.grad_accum,
+        headroom_bytes=budget - est.required_bytes, tokens_per_step=settings.tokens * settings.grad_accum,
     )
 
 
@@ -311,13 +305,13 @@ def _fit(settings: TrainSettings, estimator, budget: int, seqs: list[int] | None
     """(settings, estimate) that fit: as given, or (``seqs``) with the longest seq_len in ``seqs`` that fits."""
     if seqs is None:
         est = estimator(settings)
-        return (settings, est) if est.device_peak <= budget else None
+        return (settings, est) if est.required_bytes <= budget else None
     lo, hi, found = 0, len(seqs) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
         trial = settings.model_copy(update={"seq_len": seqs[mid]})
         est = estimator(trial)
-        if est.device_peak <= budget:
+        if est.required_bytes <= budget:
             found, lo = (trial, est), mid + 1
         else:
             hi = mid - 1

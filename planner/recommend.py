@@ -63,11 +63,11 @@ class Search:
                     "seq_len": seq, "batch": batch, "grad_accum": accum,
                 })
                 est = estimator(settings)
-                if est.device_peak > budget:
+                if est.required_bytes > budget:
                     break
                 fitted_any = True
                 found.append(Recommendation(
-                    settings=settings, peak_bytes=est.device_peak, headroom_bytes=budget - est.device_peak,
+                    settings=settings, peak_bytes=est.device_peak, headroom_bytes=budget - est.required_bytes,
                     tokens_per_step=batch * accum * seq,
                 ))
             if not fitted_any:

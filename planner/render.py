@@ -28,8 +28,8 @@ def render(plan: Plan, console: Console | None = None) -> None:
     gpus = f"{g.count} x " if g.count > 1 else ""
     console.print(
         f"[bold]{m.name}[/] ({m.model_type}, {m.params / 1e9:.2f} B params, {m.layers} layers, vocab {m.vocab}) "
-        f"on [bold]{gpus}{g.label}[/] ({_g(g.total_bytes)} GiB, {_g(g.usable_bytes)} usable, "
-        f"{_g(g.budget_bytes)} budget after the {g.margin:.0%} margin)"
+        f"on [bold]{gpus}{g.label}[/] ({_g(g.total_bytes)} GiB, {_g(g.usable_bytes)} usable"
+        + (f", {_g(g.budget_bytes)} after --margin)" if g.budget_bytes != g.usable_bytes else ")")
     )
     quant = "16-bit" if s.quant == "none" else s.quant.upper() + (" + double quant" if s.double_quant else "")
     console.print(
@@ -48,12 +48,16 @@ def render(plan: Plan, console: Console | None = None) -> None:
     table.add_row("  torch max_memory_reserved", _g(plan.reserved_peak_bytes))
     console.print(table)
     console.print(f"peak phase: {plan.peak_phase}; trainable parameters: {plan.trainable_params:,}")
+    if plan.margin_bytes:
+        console.print(f"safety margin: {_g(plan.margin_bytes)} GiB ({g.margin_rule})")
+    else:
+        console.print(f"safety margin: {g.margin_rule}")
 
     if plan.fits:
-        pct = 100 * plan.headroom_bytes / g.budget_bytes
-        console.print(f"[bold green]FITS[/] with {_g(plan.headroom_bytes)} GiB headroom ({pct:.1f}% of the budget)")
+        pct = 100 * plan.headroom_bytes / g.usable_bytes
+        console.print(f"[bold green]FITS[/] with {_g(plan.headroom_bytes)} GiB headroom beyond the margin ({pct:.1f}% of usable)")
     else:
-        console.print(f"[bold red]DOES NOT FIT[/]: {_g(-plan.headroom_bytes)} GiB over the budget")
+        console.print(f"[bold red]DOES NOT FIT[/]: {_g(-plan.headroom_bytes)} GiB over, counting the safety margin")
 
     if plan.recommendations:
         rec_table = Table(title="Settings that fit, best first", title_justify="left")

@@ -3,6 +3,7 @@
 safety margin is the one the validation justified."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -55,12 +56,20 @@ def test_held_out_accuracy_is_what_the_readme_publishes():
     assert report.false_fits == []
 
 
-def test_default_margin_is_the_profiles_and_an_explicit_one_wins():
+def test_default_margin_is_the_profiles_share_of_the_uncertain_part_and_an_explicit_one_wins():
+    from planner.catalog import resolve_model
+    from planner.memory import estimate
+
     profile = select_profile(name=PROFILE)
     default = make_plan(Request(model="7b", gpu="h100"))
-    assert default.gpu.margin == profile.safety_margin
-    assert default.gpu.budget_bytes == int(default.gpu.usable_bytes * (1 - profile.safety_margin))
-    assert make_plan(Request(model="7b", gpu="h100", margin=0.02)).gpu.margin == 0.02
+    est = estimate(resolve_model("7b"), default.settings, profile)
+    assert 0 < est.exact_bytes < est.device_peak
+    assert default.margin_bytes == math.ceil(profile.safety_margin * est.uncertain_bytes)
+    assert default.gpu.budget_bytes == default.gpu.usable_bytes
+    assert default.headroom_bytes == default.gpu.usable_bytes - default.peak_bytes - default.margin_bytes
+    explicit = make_plan(Request(model="7b", gpu="h100", margin=0.02))
+    assert explicit.margin_bytes == 0 and "--margin" in explicit.gpu.margin_rule
+    assert explicit.gpu.budget_bytes == int(explicit.gpu.usable_bytes * 0.98)
 
 
 def run_cli(*args):
@@ -95,4 +104,4 @@ def test_readme_publishes_the_profiles_validation():
     v = profile.validation
     assert f"| peak device memory (NVML) | {v['median_abs_device_error']:.1%} | {v['max_abs_device_error']:.1%} |" in readme
     assert f"| peak allocated (`max_memory_allocated`) | {v['median_abs_allocated_error']:.1%} | {v['max_abs_allocated_error']:.1%} |" in readme
-    assert f"({profile.safety_margin:.0%})" in readme
+    assert f"{profile.safety_margin:.0%} of the estimated part" in readme

@@ -34,9 +34,10 @@ def test_json_contract_keys(capsys):
                 "fits", "headroom_bytes", "recommendations", "alternatives"):
         assert key in plan
     assert plan["fits"] is True
-    assert plan["peak_bytes"] <= plan["gpu"]["budget_bytes"]
+    assert plan["peak_bytes"] + plan["margin_bytes"] <= plan["gpu"]["budget_bytes"]
+    assert plan["headroom_bytes"] == plan["gpu"]["budget_bytes"] - plan["peak_bytes"] - plan["margin_bytes"]
     for rec in plan["recommendations"]:
-        assert rec["peak_bytes"] <= plan["gpu"]["budget_bytes"]
+        assert 0 <= rec["headroom_bytes"] < plan["gpu"]["budget_bytes"] - rec["peak_bytes"]  # a margin is kept
 
 
 def test_fixed_knobs_are_kept(capsys):

@@ -18,11 +18,11 @@ TRAIN = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 16, "o
 
 def test_dicts_fit_and_the_plan_is_the_run_as_given():
     plan = preflight("llama-3.1-8b", QUANT, LORA, TRAIN, gpu="rtx4090")
-    assert plan.fits and 0 < plan.peak_bytes <= plan.gpu.budget_bytes
+    assert plan.fits and 0 < plan.peak_bytes + plan.margin_bytes <= plan.gpu.budget_bytes
     s = plan.settings
     assert (s.quant, s.rank, s.seq_len, s.batch, s.grad_accum, s.optim) == ("nf4", 16, 2048, 1, 16, "paged_adamw_32bit")
     assert s.gradient_checkpointing and s.prepare_kbit and s.autocast  # prepare_model_for_kbit_training assumed
-    assert plan.headroom_bytes == plan.gpu.budget_bytes - plan.peak_bytes
+    assert plan.headroom_bytes == plan.gpu.budget_bytes - plan.peak_bytes - plan.margin_bytes
 
 
 def test_will_not_fit_carries_plan_and_suggestion():
@@ -31,7 +31,7 @@ def test_will_not_fit_carries_plan_and_suggestion():
     err = caught.value
     assert not err.plan.fits and err.plan.settings.seq_len == 32768
     assert [c.field for c in err.suggestion.changes] == ["training_args.max_length"]
-    assert err.suggestion.peak_bytes <= err.plan.gpu.budget_bytes
+    assert err.suggestion.peak_bytes < err.plan.gpu.budget_bytes and err.suggestion.headroom_bytes >= 0
     message = str(err)
     assert "will not fit on NVIDIA GeForce RTX 4090" in message
     assert f"training_args.max_length: 32768 -> {err.suggestion.settings.seq_len}" in message

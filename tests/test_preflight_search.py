@@ -23,10 +23,11 @@ def mapped(**training):
 
 
 def fake(settings):
-    """activations: batch * seq_len, x4 without checkpointing; optimizer: rank x 8 (32-bit) or x 2 (8-bit)."""
+    """activations: batch * seq_len, x4 without checkpointing; optimizer: rank x 8 (32-bit) or x 2 (8-bit);
+    no safety margin."""
     acts = settings.batch * settings.seq_len * (1 if settings.gradient_checkpointing else 4)
     state = settings.rank * (2 if settings.optim.endswith("8bit") else 8)
-    return SimpleNamespace(device_peak=acts + state)
+    return SimpleNamespace(device_peak=acts + state, required_bytes=acts + state)
 
 
 def patch(suggestion):

@@ -29,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
         f"+ {profile.fragmentation_recompute_ratio} x recomputed layer + {profile.fragmentation_logits_ratio} x fp32 logits, "
         f"held-out peak device error median "
         f"{profile.validation['median_abs_device_error']:.1%}, max {profile.validation['max_abs_device_error']:.1%}: "
-        f"default safety margin {profile.safety_margin:.0%}"
+        f"default safety margin {profile.safety_margin:.0%} of each plan's uncertain part"
     )
     return 0

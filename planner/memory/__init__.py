@@ -51,7 +51,20 @@ class Estimate:
     trainable_params: int
     recomputed_layer_bytes: int = 0  # one layer's activations when checkpointing recomputes them
     fp32_logits_bytes: int = 0  # 4*T*V
+    exact_bytes: int = 0  # the part of device_peak that is stored tensors counted exactly (exact_names)
+    margin_bytes: int = 0  # safety margin kept free beside this estimate (planning.estimator_for)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def uncertain_bytes(self) -> int:
+        """What is estimated or measured rather than counted: activations, logits, working sets, allocator
+        slack, CUDA context. The held-out errors live here, so the safety margin is a share of it."""
+        return self.device_peak - self.exact_bytes
+
+    @property
+    def required_bytes(self) -> int:
+        """Device memory this run needs to fit: its peak plus its safety margin."""
+        return self.device_peak + self.margin_bytes
 
     @property
     def components(self) -> dict[str, int]:
@@ -71,6 +84,19 @@ def trainable_name(settings: TrainSettings) -> str:
     if settings.full_finetune:
         return "trainable weights"
     return f"LoRA adapters ({'fp32' if trainable_bytes_per_param(settings) == 4 else '16-bit'})"
+
+
+def exact_names(arch: Architecture, settings: TrainSettings) -> set[str]:
+    """Components that are byte counts of stored tensors, checked exactly against bitsandbytes, peft and torch
+    (tests/test_storage.py, tests/test_lora_count.py, paged bytes on the GPU): weights, adapters, their
+    gradients, autocast copies and optimizer state."""
+    return set(frozen_weight_components(arch, settings)) | {
+        trainable_name(settings), "optimizer state (GPU)", "gradients", "gradients (accumulating)",
+        "autocast copies of LoRA weights"}
+
+
+def exact_at_peak(parts: dict[str, int], names: set[str], paged: int) -> int:
+    return sum(size for name, size in parts.items() if name in names) + paged
 
 
 def _settings_for_model(settings: TrainSettings) -> TrainSettings:
@@ -136,4 +162,5 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
         trainable_params=n_train,
         recomputed_layer_bytes=recomputed,
         fp32_logits_bytes=logits.fp32_bytes,
+        exact_bytes=exact_at_peak(phases[peak_phase], exact_names(arch, settings), optim.paged),
     )

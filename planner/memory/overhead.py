@@ -38,8 +38,8 @@ class OverheadProfile(BaseModel):
     fragmentation_recompute_ratio: float = Field(0.0, description="reserved slack per byte of one checkpointed layer's activations")
     fragmentation_logits_ratio: float = Field(0.0, description="reserved slack per byte of the fp32 logits (4*T*V)")
     driver_reserved_bytes: int = Field(0, description="device memory in use before any process starts (NVML)")
-    safety_margin: float = Field(0.10, description="default share of usable memory a plan keeps free: the worst "
-                                 "held-out under-prediction of peak device memory (qplan calibrate), as 1 - 1/(1+e)")
+    safety_margin: float = Field(0.15, description="share of a plan's uncertain part (Estimate.uncertain_bytes) kept "
+                                 "free by default: the worst held-out under-prediction as a share of it (qplan calibrate)")
     validation: dict = Field({}, description="held-out error statistics of this profile's fitting method")
     fit: dict = {}
 
