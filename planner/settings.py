@@ -54,6 +54,11 @@ class TrainSettings(BaseModel):
         return value
 
     @property
+    def compute_dtype_name(self) -> str:
+        """The torch dtype name of ``compute_dtype`` ("bfloat16" / "float16"), as configs spell dtypes."""
+        return {"bf16": "bfloat16", "fp16": "float16"}[self.compute_dtype]
+
+    @property
     def tokens(self) -> int:
         """Tokens in one micro-batch, ``T = batch * seq_len``."""
         return self.batch * self.seq_len

@@ -34,9 +34,6 @@ from pathlib import Path
 from ..errors import QPlanError
 from ..settings import TrainSettings
 
-DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
-
-
 def bnb_config(settings: TrainSettings, quant_storage=None):
     """The ``BitsAndBytesConfig`` of the settings (``None`` for a 16-bit LoRA run); ``quant_storage`` is
     ``bnb_4bit_quant_storage`` (FSDP-QLoRA stores the packed 4-bit bytes as bfloat16 so FSDP can shard them)."""
@@ -51,7 +48,7 @@ def bnb_config(settings: TrainSettings, quant_storage=None):
         load_in_4bit=True,
         bnb_4bit_quant_type=settings.quant,
         bnb_4bit_use_double_quant=settings.double_quant,
-        bnb_4bit_compute_dtype=getattr(torch, DTYPES[settings.compute_dtype]),
+        bnb_4bit_compute_dtype=getattr(torch, settings.compute_dtype_name),
         bnb_4bit_quant_storage=quant_storage or torch.uint8,
     )
 

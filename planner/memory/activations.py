@@ -54,8 +54,7 @@ class Dtypes:
 
     @classmethod
     def of(cls, settings: TrainSettings, arch: Architecture) -> "Dtypes":
-        autocast_dtype = {"bf16": "bfloat16", "fp16": "float16"}[settings.compute_dtype]
-        promoted = settings.autocast and arch.dtype != autocast_dtype
+        promoted = settings.autocast and arch.dtype != settings.compute_dtype_name
         stream = 4 if (settings.quantized and settings.prepare_kbit) or promoted else 2
         return cls(
             stream=stream,

@@ -36,8 +36,7 @@ def logits_memory(arch: Architecture, settings: TrainSettings) -> LogitsMemory:
     labels = 8 * settings.tokens
     saved = 4 * tv + labels
     head_dtype = "float32" if head_bytes == 4 else arch.dtype
-    autocast_dtype = {"bf16": "bfloat16", "fp16": "float16"}[settings.compute_dtype]
-    lm_head_cast = 2 * arch.vocab * arch.hidden if settings.autocast and head_dtype != autocast_dtype else 0
+    lm_head_cast = 2 * arch.vocab * arch.hidden if settings.autocast and head_dtype != settings.compute_dtype_name else 0
     return LogitsMemory(
         forward_peak=logit_bytes * tv + upcast + saved,
         saved=saved,
