@@ -34,6 +34,7 @@ from pathlib import Path
 from ..errors import QPlanError
 from ..settings import TrainSettings
 
+
 def bnb_config(settings: TrainSettings, quant_storage=None):
     """The ``BitsAndBytesConfig`` of the settings (``None`` for a 16-bit LoRA run); ``quant_storage`` is
     ``bnb_4bit_quant_storage`` (FSDP-QLoRA stores the packed 4-bit bytes as bfloat16 so FSDP can shard them)."""
