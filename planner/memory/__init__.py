@@ -86,11 +86,11 @@ def trainable_name(settings: TrainSettings) -> str:
     return f"LoRA adapters ({'fp32' if trainable_bytes_per_param(settings) == 4 else '16-bit'})"
 
 
-def exact_names(arch: Architecture, settings: TrainSettings) -> set[str]:
+def exact_names(frozen: dict[str, int], settings: TrainSettings) -> set[str]:
     """Components that are byte counts of stored tensors, checked exactly against bitsandbytes, peft and torch
-    (tests/test_storage.py, tests/test_lora_count.py, paged bytes on the GPU): weights, adapters, their
-    gradients, autocast copies and optimizer state."""
-    return set(frozen_weight_components(arch, settings)) | {
+    (tests/test_storage.py, tests/test_lora_count.py, paged bytes on the GPU): the frozen weights
+    (``frozen_weight_components``), adapters, their gradients, autocast copies and optimizer state."""
+    return set(frozen) | {
         trainable_name(settings), "optimizer state (GPU)", "gradients", "gradients (accumulating)",
         "autocast copies of LoRA weights"}
 
@@ -162,5 +162,5 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
         trainable_params=n_train,
         recomputed_layer_bytes=recomputed,
         fp32_logits_bytes=logits.fp32_bytes,
-        exact_bytes=exact_at_peak(phases[peak_phase], exact_names(arch, settings), optim.paged),
+        exact_bytes=exact_at_peak(phases[peak_phase], exact_names(frozen, settings), optim.paged),
     )

@@ -38,7 +38,7 @@ def fsdp_estimate(arch: Architecture, settings: TrainSettings, overhead: Overhea
     settings = fsdp_recipe(settings)
     single = estimate(arch, settings, overhead)
     frozen = frozen_weight_components(arch, settings)
-    sharded_names = exact_names(arch, settings)  # every stored parameter, gradient and state is sharded
+    sharded_names = exact_names(frozen, settings)  # every stored parameter, gradient and state is sharded
     layer_bytes = sum(size for name, size in frozen.items() if name not in ("embeddings", "lm_head", "embeddings + tied lm_head"))
     phases = {}
     for phase, parts in single.phases.items():
