@@ -66,10 +66,13 @@ def least_squares(rows: list[list[float]], ys: list[float]) -> list[float]:
     return coeffs
 
 
+_NO_OVERHEAD = OverheadProfile(name="features", status="literature", gpu="*", source="", cuda_context_bytes=0,
+                               cublas_workspace_bytes=0, fragmentation_ratio=0.0)
+
+
 def _slack_features(record: Measurement) -> list[float]:
-    est = estimate(resolve_model(record.scenario.model), record.scenario.settings, OverheadProfile(
-        name="features", status="literature", gpu="*", source="", cuda_context_bytes=0, cublas_workspace_bytes=0,
-        fragmentation_ratio=0.0))
+    """[1, recomputed layer, fp32 logits] of the record's analytic estimate (no overhead terms needed)."""
+    est = estimate(resolve_model(record.scenario.model), record.scenario.settings, _NO_OVERHEAD)
     return [1.0, float(est.recomputed_layer_bytes), float(est.fp32_logits_bytes)]
 
 

@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
 
 
-MARGIN_HELP = ("safety margin of usable memory kept free, e.g. 5%%; default: the overhead profile's, the worst "
-               "under-prediction seen in its held-out validation")
+MARGIN_HELP = ("safety margin as a share of usable memory kept free, e.g. 5%%; default: the overhead profile's "
+               "share of each plan's estimated (not exactly counted) part, from its held-out validation")
 
 
 def parse_margin(text: str | None) -> float | None:
