@@ -47,7 +47,7 @@ class Run:
     def __init__(self, scenario: Scenario, device: str):
         self.scenario, self.device_kind = scenario, device
         self.record: dict = {"scenario": scenario}
-        self.rank, self.local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.distributed = scenario.gpus > 1
         self.nvml = Nvml(self.local_rank)
         self.baseline = self.nvml.used() if device == "cuda" else None
