@@ -295,3 +295,17 @@ def test_fsdp_worker_runs_two_ranks_on_cpu(tiny, tmp_path):
     assert m.status == "ok", m.error
     assert m.scenario.gpus == 2 and m.scenario.settings == fsdp_recipe(m.scenario.settings)
     assert m.trainable_params == trainable_params(from_config(TINY), m.scenario.settings)
+
+
+def test_fsdp_caveat_states_the_committed_two_gpu_error():
+    """The FSDP caveat qplan prints quotes the error of the one valid committed 2-GPU run."""
+    from planner.calibrate import load_measurements
+    from planner.catalog import resolve_model
+    from planner.memory.fsdp import CAVEAT, fsdp_estimate
+    from planner.memory.overhead import select_profile
+    from planner.profiles import profiles_dir
+
+    records = load_measurements([profiles_dir() / "measurements" / "fsdp-x2-h200-attempt1.jsonl"])
+    (run,) = [r for r in records if r.status == "ok"]
+    est = fsdp_estimate(resolve_model(run.scenario.model), run.scenario.settings, select_profile(), run.scenario.gpus)
+    assert f"{100 * (est.device_peak - run.peak_device) / run.peak_device:+.1f}% on device" in CAVEAT

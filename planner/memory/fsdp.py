@@ -23,7 +23,7 @@ from .overhead import OverheadProfile
 from .weights import frozen_weight_components
 
 
-CAVEAT = ("per-GPU estimate, checked on one 2-GPU run only (Llama-2-7B on 2 x H200: -4.2% on device; NCCL held "
+CAVEAT = ("per-GPU estimate, checked on one 2-GPU run only (Llama-2-7B on 2 x H200: -4.3% on device; NCCL held "
           "about 0.7 GiB per GPU outside torch, which this estimate leaves out)")
 
 
