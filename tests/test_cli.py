@@ -16,7 +16,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_70b_on_24gb_does_not_fit_and_says_what_would(capsys):
     code = main(["--model", "70b", "--gpu", "24GB", "--json"])
     plan = json.loads(capsys.readouterr().out)
-    assert code == 1
+    assert code == 0  # the plan is the answer; `qplan check` exits 1 for a run that will not fit
     assert plan["fits"] is False
     assert plan["headroom_bytes"] < 0
     kinds = {alt["kind"] for alt in plan["alternatives"]}
