@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .settings import TrainSettings
 
@@ -30,6 +30,14 @@ class Scenario(BaseModel):
     trainer: bool = Field(False, description="run through transformers.Trainer instead of the manual loop")
     gpus: int = Field(1, ge=1, le=64, description="GPUs, one process each; more than 1 trains with FSDP-QLoRA "
                       "(planner.measure.fsdp) and the record holds the rank with the highest device peak")
+    cpu_offload: bool = Field(False, description="FSDP CPUOffload(offload_params=True): sharded parameters, their "
+                              "gradients and the optimizer step live in host memory (needs gpus > 1)")
+
+    @model_validator(mode="after")
+    def _offload_needs_fsdp(self):
+        if self.cpu_offload and self.gpus < 2:
+            raise ValueError("cpu_offload is FSDP's: it needs gpus > 1")
+        return self
 
 
 class Suite(BaseModel):

@@ -101,7 +101,7 @@ class Run:
         caps.check_paged(self.paged_expected, placed, self.torch.cuda.mem_get_info(self.device)[0])
 
     def run(self) -> None:
-        from ..memory.fsdp import fsdp_recipe
+        from ..memory.parallel import fsdp_recipe
         from .build import build_model
         from .recipe import attach_adapter, run_manual, run_trainer
 
@@ -133,11 +133,9 @@ class Run:
         self.record["status"] = "ok"
 
     def shard(self, model):
-        """Build and FSDP-wrap the meta model one unit at a time, then start the records over
-        (planner.measure.fsdp)."""
-        from .build import materializer
-
-        model = fsdp.wrap(model, self.device, materializer(model, self.device, self.torch.bfloat16))
+        """Stage the meta model in host memory, FSDP-wrap it, then start the records over (planner.measure.fsdp)."""
+        fsdp.stage_on_cpu(model, self.device, self.torch.bfloat16, log=log)
+        model = fsdp.wrap(model, self.device, self.scenario.cpu_offload)
         self.tracker.current = None
         self.tracker.phases.clear()
         self.tracker.cap = self.scenario.memory_cap_bytes
