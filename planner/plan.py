@@ -7,8 +7,10 @@ from pydantic import BaseModel, Field
 
 from .architecture import Architecture
 from .memory import Estimate, estimate
+from .launch import launch_hint
 from .memory.overhead import OverheadProfile
-from .settings import TrainSettings
+from .memory.parallel import STATUS
+from .settings import Parallel, TrainSettings
 
 
 class ModelInfo(BaseModel):
@@ -57,6 +59,15 @@ class Alternative(BaseModel):
     detail: dict = {}
 
 
+class ParallelInfo(BaseModel):
+    gpus: int
+    strategy: str
+    cpu_offload: bool
+    status: str = Field(description="measured, or an estimate not checked on GPUs")
+    host_bytes: int = Field(0, description="host memory the CPU-offloaded state needs, all ranks together")
+    launch: str = Field(description="how to launch it so that the run matches this plan")
+
+
 class Plan(BaseModel):
     model: ModelInfo
     gpu: GpuInfo
@@ -73,6 +84,7 @@ class Plan(BaseModel):
     fits: bool
     headroom_bytes: int = Field(description="budget_bytes - peak_bytes - margin_bytes (negative: short by that much)")
     profile: ProfileInfo
+    parallel: ParallelInfo | None = Field(None, description="set when the plan is for more than one GPU")
     recommendations: list[Recommendation] = []
     longest_seq_len: Recommendation | None = None
     largest_batch: Recommendation | None = None
@@ -92,10 +104,19 @@ def profile_info(profile: OverheadProfile) -> ProfileInfo:
     return ProfileInfo(name=profile.name, status=profile.status, gpu=profile.gpu, date=profile.date, source=profile.source)
 
 
+def parallel_info(parallel: Parallel, est: Estimate) -> ParallelInfo | None:
+    if parallel.gpus == 1:
+        return None
+    return ParallelInfo(gpus=parallel.gpus, strategy=parallel.strategy, cpu_offload=parallel.cpu_offload,
+                        status=STATUS[parallel.strategy], host_bytes=est.host_bytes, launch=launch_hint(parallel))
+
+
 def plan_from_estimate(
-    arch: Architecture, gpu: GpuInfo, settings: TrainSettings, est: Estimate, profile: OverheadProfile
+    arch: Architecture, gpu: GpuInfo, settings: TrainSettings, est: Estimate, profile: OverheadProfile,
+    parallel: Parallel = Parallel(),
 ) -> Plan:
     return Plan(
+        parallel=parallel_info(parallel, est),
         model=model_info(arch),
         gpu=gpu,
         settings=settings,

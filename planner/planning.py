@@ -11,14 +11,13 @@ from typing import Callable
 from .architecture import Architecture
 from .catalog import catalog_models, resolve_model
 from .gpus import Gpu, catalog_gpus, resolve_gpu
-from .memory import Estimate, estimate
-from .memory.fsdp import CAVEAT as FSDP_CAVEAT
-from .memory.fsdp import fsdp_estimate
+from .memory import Estimate
+from .memory.parallel import STATUS, fsdp_recipe, parallel_estimate
 from .memory.overhead import OverheadProfile, select_profile
 from .memory.weights import frozen_weight_components
 from .plan import Alternative, GpuInfo, Plan, plan_from_estimate
 from .recommend import Search, best
-from .settings import TrainSettings
+from .settings import Parallel, TrainSettings
 from .units import fmt_gib
 
 MAX_FSDP_GPUS = 16
@@ -30,7 +29,7 @@ class Request:
     gpu: str
     settings: TrainSettings = field(default_factory=TrainSettings)
     fixed: set[str] = field(default_factory=set)
-    gpus: int = 1
+    parallel: Parallel = field(default_factory=Parallel)
     target_batch: int = 16
     margin: float | None = None  # share of usable memory kept free; None: the profile's margin on each estimate
     prefer: str = "seq"
@@ -53,12 +52,12 @@ def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | Non
                    budget_bytes=budget, margin_rule=rule, bf16=gpu.bf16)
 
 
-def estimator_for(arch: Architecture, profile: OverheadProfile, gpus: int,
+def estimator_for(arch: Architecture, profile: OverheadProfile, parallel: Parallel,
                   margin: float | None) -> Callable[[TrainSettings], Estimate]:
-    """Settings -> Estimate (FSDP per GPU when ``gpus > 1``), carrying its safety margin: with no explicit
+    """Settings -> Estimate (per GPU for several), carrying its safety margin: with no explicit
     ``margin``, ``ceil(profile.safety_margin * uncertain_bytes)``; an explicit one is in the budget instead."""
     def one(settings: TrainSettings) -> Estimate:
-        est = fsdp_estimate(arch, settings, profile, gpus) if gpus > 1 else estimate(arch, settings, profile)
+        est = parallel_estimate(arch, settings, profile, parallel)
         if margin is None:
             est = replace(est, margin_bytes=ceil(profile.safety_margin * est.uncertain_bytes))
         return est
@@ -85,9 +84,10 @@ def make_plan(request: Request) -> Plan:
     arch = resolve_model(request.model)
     gpu = resolve_gpu(request.gpu)
     profile = select_profile(gpu.label, request.profile)
-    info = gpu_info(gpu, request.gpus, profile, request.margin)
+    parallel = request.parallel
+    info = gpu_info(gpu, parallel.gpus, profile, request.margin)
     notes: list[str] = []
-    settings = request.settings
+    settings = fsdp_recipe(request.settings) if parallel.sharded else request.settings
     if settings.compute_dtype == "bf16" and not gpu.bf16:
         settings = settings.model_copy(update={"compute_dtype": "fp16"})
         notes.append(f"{gpu.label} has no bf16: compute dtype falls back to fp16 (same bytes)")
@@ -96,7 +96,7 @@ def make_plan(request: Request) -> Plan:
         notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if arch.expert_banks:
         notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); their activations are an estimate")
-    estimator = estimator_for(arch, profile, request.gpus, request.margin)
+    estimator = estimator_for(arch, profile, parallel, request.margin)
 
     search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions, target_batch=request.target_batch)
     found = search.candidates(estimator, info.budget_bytes)
@@ -105,18 +105,25 @@ def make_plan(request: Request) -> Plan:
         chosen = ranked[0].settings if _open_knobs(request) else settings
     else:
         chosen = smallest_settings(request) if _open_knobs(request) else settings
-    plan = plan_from_estimate(arch, info, chosen, estimator(chosen), profile)
-    plan.recommendations = ranked
+    plan = plan_from_estimate(arch, info, chosen, estimator(chosen), profile, parallel)
+    plan.recommendations = [r.model_copy(update={"strategy": parallel.strategy}) for r in ranked] if parallel.gpus > 1 else ranked
     if found:
         plan.longest_seq_len = max(found, key=lambda r: (r.settings.seq_len, r.tokens_per_step, r.settings.rank))
         plan.largest_batch = max(found, key=lambda r: (r.settings.batch, r.settings.seq_len, r.settings.rank))
     if not plan.fits or not ranked:
         plan.alternatives = alternatives(request, arch, info, profile)
         notes.insert(0, why_not(arch, plan, info))
-    if request.gpus > 1:
-        notes.append(f"{request.gpus} GPUs with FSDP-QLoRA: {FSDP_CAVEAT}")
+    if parallel.gpus > 1:
+        notes.append(parallel_note(parallel))
     plan.notes = notes
     return plan
+
+
+def parallel_note(parallel: Parallel) -> str:
+    """What a multi-GPU plan is and how sure it is."""
+    recipe = (" trains the FSDP-QLoRA recipe (4-bit storage in the compute dtype, 16-bit adapters, no "
+              "prepare_model_for_kbit_training); " if parallel.sharded else " ")
+    return f"{parallel.label}: per-GPU plan;{recipe}{STATUS[parallel.strategy]}"
 
 
 def _open_knobs(request: Request) -> bool:
@@ -124,7 +131,9 @@ def _open_knobs(request: Request) -> bool:
 
 
 def why_not(arch: Architecture, plan: Plan, info: GpuInfo) -> str:
-    frozen = sum(frozen_weight_components(arch, plan.settings).values()) // max(1, info.count)
+    frozen = sum(frozen_weight_components(arch, plan.settings).values())
+    if plan.parallel and plan.parallel.strategy != "ddp":  # sharded, or split by layers
+        frozen = 0 if plan.parallel.cpu_offload else frozen // plan.parallel.gpus
     what = "the frozen base model (4-bit weights plus the modules left in 16/32-bit)"
     if frozen > info.budget_bytes:
         return f"{what} alone needs {fmt_gib(frozen)}; this card has {fmt_gib(info.budget_bytes)} {_budget_words(info)}"
@@ -138,7 +147,7 @@ def _budget_words(info: GpuInfo) -> str:
 
 def alternatives(request: Request, arch: Architecture, info: GpuInfo, profile: OverheadProfile) -> list[Alternative]:
     reference = reference_settings(request, arch)
-    need = estimator_for(arch, profile, 1, request.margin)(reference)
+    need = estimator_for(arch, profile, Parallel(), request.margin)(reference)
     out: list[Alternative] = []
     ref_text = f"r={reference.rank}, seq_len {reference.seq_len}, micro-batch {reference.batch}"
     for card in catalog_gpus():
@@ -150,20 +159,35 @@ def alternatives(request: Request, arch: Architecture, info: GpuInfo, profile: O
                 peak_bytes=need.device_peak, detail={"gpu": card.name, "settings": reference.model_dump()},
             ))
             break
-    for n in range(2, MAX_FSDP_GPUS + 1):
-        per_gpu = estimator_for(arch, profile, n, request.margin)(reference)
-        if per_gpu.required_bytes <= info.budget_bytes:
-            out.append(Alternative(
-                kind="more-gpus",
-                summary=(f"{n} x {info.label} with FSDP-QLoRA: {ref_text} needs about {fmt_gib(per_gpu.device_peak)} "
-                         f"per GPU (estimate; one 2-GPU run measured so far, see --gpus)"),
-                peak_bytes=per_gpu.device_peak, detail={"gpus": n, "strategy": "fsdp"},
-            ))
-            break
+    more = _fewest_gpus(arch, profile, request.margin, reference, info)
+    if more:
+        parallel, per_gpu = more
+        host = f", {fmt_gib(per_gpu.host_bytes)} of host memory" if parallel.cpu_offload else ""
+        out.append(Alternative(
+            kind="more-gpus",
+            summary=(f"{parallel.gpus} x {info.label} with FSDP-QLoRA{' and CPU offload' if parallel.cpu_offload else ''}: "
+                     f"{ref_text} needs about {fmt_gib(per_gpu.device_peak)} per GPU{host} "
+                     f"(--gpus {parallel.gpus}{' --cpu-offload' if parallel.cpu_offload else ''})"),
+            peak_bytes=per_gpu.device_peak,
+            detail={"gpus": parallel.gpus, "strategy": "fsdp", "cpu_offload": parallel.cpu_offload,
+                    "host_bytes": per_gpu.host_bytes, "settings": fsdp_recipe(reference).model_dump()},
+        ))
     smaller = _largest_fitting_sibling(request, arch, info, profile, reference)
     if smaller:
         out.append(smaller)
     return out
+
+
+def _fewest_gpus(arch, profile, margin, reference, info) -> tuple[Parallel, Estimate] | None:
+    """The fewest cards of this kind that train ``reference`` with FSDP-QLoRA; with CPU offload only when no
+    count up to :data:`MAX_FSDP_GPUS` fits without it (offload is slower: every step streams the weights)."""
+    for offload in (False, True):
+        for n in range(2, MAX_FSDP_GPUS + 1):
+            parallel = Parallel(gpus=n, strategy="fsdp", cpu_offload=offload)
+            per_gpu = estimator_for(arch, profile, parallel, margin)(fsdp_recipe(reference))
+            if per_gpu.required_bytes <= info.budget_bytes:
+                return parallel, per_gpu
+    return None
 
 
 def _largest_fitting_sibling(request, arch, info, profile, reference) -> Alternative | None:
@@ -174,7 +198,7 @@ def _largest_fitting_sibling(request, arch, info, profile, reference) -> Alterna
         key=lambda e: e.params, reverse=True,
     ) if family else []
     for entry in siblings:
-        est = estimator_for(entry.architecture, profile, 1, request.margin)(reference)
+        est = estimator_for(entry.architecture, profile, Parallel(), request.margin)(reference)
         if est.required_bytes <= info.budget_bytes:
             return Alternative(
                 kind="smaller-model",

@@ -44,11 +44,11 @@ from .config_file import SECTIONS, Mapped, RunConfig, parse_config, show, to_set
 from .errors import QPlanError
 from .gpus import Gpu, resolve_gpu
 from .memory import Estimate
-from .memory.fsdp import CAVEAT as FSDP_CAVEAT
 from .memory.overhead import select_profile
 from .memory.weights import frozen_weight_components
 from .plan import Plan, plan_from_estimate
-from .planning import Request, alternatives, estimator_for, gpu_info
+from .planning import Request, alternatives, estimator_for, gpu_info, parallel_note
+from .settings import Parallel
 from .settings import RANKS, TrainSettings
 from .units import fmt_gib
 
@@ -174,22 +174,23 @@ def check(run: Run) -> CheckResult:
     profile = select_profile(gpu.label)
     info = gpu_info(gpu, run.gpus, profile, run.margin)
     settings, arch = run.mapped.settings, run.arch
-    estimator = estimator_for(arch, profile, run.gpus, run.margin)
-    plan = plan_from_estimate(arch, info, settings, estimator(settings), profile)
+    parallel = Parallel(gpus=run.gpus)
+    estimator = estimator_for(arch, profile, parallel, run.margin)
+    plan = plan_from_estimate(arch, info, settings, estimator(settings), profile, parallel)
     notes = list(run.mapped.notes)
     if settings.compute_dtype == "bf16" and settings.autocast and not gpu.bf16:
         notes.append(f"{gpu.label} has no bf16: the Trainer refuses bf16=True there; fp16 costs the same bytes")
     if arch.generic:
         notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if run.gpus > 1:
-        notes.append(f"{run.gpus} GPUs with FSDP-QLoRA: {FSDP_CAVEAT}")
+        notes.append(parallel_note(parallel))
     suggestion = None
     if not plan.fits:
         notes.insert(0, why(arch, plan))
         suggestion = smallest_change(run.mapped, estimator, info.budget_bytes)
         if suggestion is None:
             request = Request(model=arch.name, gpu=gpu.name, settings=settings, fixed=run.mapped.fixed,
-                              gpus=run.gpus, margin=run.margin)
+                              parallel=parallel, margin=run.margin)
             plan.alternatives = alternatives(request, arch, info, profile)
     plan.notes = notes
     return CheckResult(plan, suggestion)

@@ -72,6 +72,12 @@ def render(plan: Plan, console: Console | None = None) -> None:
         if plan.largest_batch:
             r = plan.largest_batch
             console.print(f"largest micro-batch that fits: {r.settings.batch} (seq_len {r.settings.seq_len}, r={r.settings.rank}, {_g(r.peak_bytes)} GiB)")
+    if plan.parallel:
+        p = plan.parallel
+        if p.cpu_offload:
+            console.print(f"host memory for the offloaded state: {_g(p.host_bytes)} GiB (all ranks together, plus the "
+                          "quantized model rank 0 stages while wrapping)")
+        console.print(f"launch: {p.launch}")
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {note}")
     if plan.alternatives:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Quant = Literal["nf4", "fp4", "int8", "none"]
 Optim = Literal["paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_8bit", "adafactor", "sgd"]
 Attn = Literal["sdpa", "eager", "flash_attention_2"]
 Dtype = Literal["bf16", "fp16"]
+Strategy = Literal["fsdp", "zero3", "ddp", "device-map"]
 
 OPTIMIZERS: tuple[str, ...] = Optim.__args__  # type: ignore[attr-defined]
 RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
@@ -66,3 +67,33 @@ class TrainSettings(BaseModel):
     @property
     def quantized(self) -> bool:
         return self.quant != "none" and not self.full_finetune
+
+
+class Parallel(BaseModel):
+    """How a run spreads over GPUs (``--gpus``, ``--strategy``, ``--cpu-offload``); formulas in
+    ``planner/memory/parallel.py``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: int = Field(1, ge=1, le=1024, description="GPUs of one host, one process each (device-map: one process)")
+    strategy: Strategy = Field("fsdp", description="fsdp (FSDP-QLoRA) | zero3 (DeepSpeed ZeRO-3) | ddp | device-map")
+    cpu_offload: bool = Field(False, description="fsdp: CPUOffload(offload_params=True); zero3: offload_param and "
+                              "offload_optimizer to the CPU")
+
+    @model_validator(mode="after")
+    def _offload_is_sharded(self):
+        if self.cpu_offload and (self.gpus < 2 or self.strategy not in ("fsdp", "zero3")):
+            raise ValueError("CPU offload is an option of fsdp and zero3 on 2 or more GPUs")
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP or ZeRO-3 over several GPUs: trains the 16-bit FSDP-QLoRA recipe."""
+        return self.gpus > 1 and self.strategy in ("fsdp", "zero3")
+
+    @property
+    def label(self) -> str:
+        if self.gpus == 1:
+            return "one GPU"
+        names = {"fsdp": "FSDP-QLoRA", "zero3": "DeepSpeed ZeRO-3", "ddp": "DDP", "device-map": 'device_map="auto"'}
+        return f"{self.gpus} GPUs, {names[self.strategy]}" + (" with CPU offload" if self.cpu_offload else "")

@@ -9,6 +9,7 @@ from planner.calibrate import load_measurements
 from planner.catalog import resolve_model
 from planner.memory.overhead import select_profile
 from planner.planning import Request, estimator_for, make_plan
+from planner.settings import Parallel
 from planner.profiles import profiles_dir
 
 RECORDS = {r.scenario.name: r for r in load_measurements([profiles_dir() / "measurements" / "recommender-check-h200.jsonl"])}
@@ -17,7 +18,7 @@ CARDS = {"rec24": ("llama-3.1-8b", "24GB"), "rec48": ("llama-2-70b", "48GB")}
 
 def fits_under_cap(record) -> bool:
     """qplan's verdict for the run on a card whose usable memory is the cap, with the default margin."""
-    est = estimator_for(resolve_model(record.scenario.model), select_profile(), 1, None)(record.scenario.settings)
+    est = estimator_for(resolve_model(record.scenario.model), select_profile(), Parallel(), None)(record.scenario.settings)
     return est.required_bytes <= record.scenario.memory_cap_bytes
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import get_args
 
 from ..errors import QPlanError
 from ..planning import Request, make_plan
 from ..recommend import PREFERENCES
-from ..settings import TrainSettings
+from ..settings import Parallel, Strategy, TrainSettings
 
 # CLI flag -> TrainSettings field
 KNOBS = {
@@ -59,7 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Will this QLoRA fine-tune fit? Prints a memory plan, a verdict and settings that fit."
     parser.add_argument("--model", "-m", required=True, help="catalogue alias (70b, llama-3.1-8b...), config.json path, model dir or hub id")
     parser.add_argument("--gpu", "-g", default="24GB", help="24GB, 24GiB, 80GB, a card name (rtx4090, a100-80gb, h100...) or auto")
-    parser.add_argument("--gpus", type=int, default=1, help="number of GPUs (more than 1: FSDP-QLoRA per-GPU plan)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs of one host (more than 1: a per-GPU plan, see --strategy)")
+    parser.add_argument("--strategy", choices=get_args(Strategy), default="fsdp",
+                        help="with --gpus > 1: fsdp (FSDP-QLoRA, measured), zero3 (DeepSpeed ZeRO-3), ddp (a full copy "
+                             "per GPU), device-map (layers split across GPUs, one process); the last three are estimates")
+    parser.add_argument("--cpu-offload", action="store_true",
+                        help="fsdp/zero3: parameters, gradients and optimizer state in host memory (Answer.AI's --use_cpu_offload)")
     add_knob_arguments(parser)
     parser.add_argument("--target-batch", type=int, default=16, help="sequences per optimizer step to reach with grad accumulation")
     parser.add_argument("--margin", help=MARGIN_HELP)
@@ -89,10 +95,13 @@ def run(args: argparse.Namespace) -> int:
     settings, fixed = settings_from_args(args)
     if args.gpus < 1 or args.gpus > 1024:
         raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
+    if args.cpu_offload and (args.gpus < 2 or args.strategy not in ("fsdp", "zero3")):
+        raise QPlanError("--cpu-offload is an option of --strategy fsdp or zero3 with --gpus 2 or more")
+    parallel = Parallel(gpus=args.gpus, strategy=args.strategy, cpu_offload=args.cpu_offload)
     if args.target_batch < 1 or args.top < 1:
         raise QPlanError("--target-batch and --top must be at least 1")
     plan = make_plan(Request(
-        model=args.model, gpu=args.gpu, settings=settings, fixed=fixed, gpus=args.gpus,
+        model=args.model, gpu=args.gpu, settings=settings, fixed=fixed, parallel=parallel,
         target_batch=args.target_batch, margin=parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,
     ))

@@ -36,6 +36,7 @@ from .weights import dequant_temp_bytes, float_bytes, frozen_weight_components
 FRAGMENTATION = "allocator fragmentation"
 CONTEXT = "CUDA context and other non-torch memory"
 PAGED = "optimizer state (paged, managed memory)"
+COMM = "NCCL buffers (outside torch)"
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Estimate:
     fp32_logits_bytes: int = 0  # 4*T*V
     exact_bytes: int = 0  # the part of device_peak that is stored tensors counted exactly (exact_names)
     margin_bytes: int = 0  # safety margin kept free beside this estimate (planning.estimator_for)
+    comm_bytes: int = 0  # NCCL memory outside torch on each GPU of a multi-GPU run (memory.parallel)
+    host_bytes: int = 0  # host memory the CPU-offloaded state needs, all ranks together (memory.parallel)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -72,7 +75,8 @@ class Estimate:
         Adds up to ``device_peak``."""
         at_peak = dict(self.phases[self.peak_phase])
         at_peak[FRAGMENTATION] = self.reserved_peak - self.allocated_peak
-        at_peak[CONTEXT] = self.device_peak - self.reserved_peak - self.paged
+        at_peak[CONTEXT] = self.device_peak - self.reserved_peak - self.paged - self.comm_bytes
+        at_peak[COMM] = self.comm_bytes
         at_peak[PAGED] = self.paged
         return {name: size for name, size in at_peak.items() if size}
 

@@ -43,6 +43,16 @@ def linear4bit_bytes(numel: int, double_quant: bool) -> int:
     return packed + blocks + FP32 * ceil(blocks / BLOCKSIZE_NESTED) + FP32 + 16 * FP32 + 256 * FP32
 
 
+def quant_state_bytes(arch: Architecture, settings: TrainSettings) -> int:
+    """Bytes of every ``Linear4bit``'s quant_state (absmax, nested absmax, offset, codes): what
+    :func:`linear4bit_bytes` counts beyond the packed weight. They are module attributes, not parameters, so
+    FSDP and DeepSpeed leave them whole on every GPU (bitsandbytes ``fix_4bit_weight_quant_state_from_module``)."""
+    if not (settings.quantized and settings.quant in ("nf4", "fp4")):
+        return 0
+    return sum(arch.layers * lin.count * (linear4bit_bytes(lin.weight_numel, settings.double_quant) - ceil(lin.weight_numel / 2))
+               for lin in arch.linears)
+
+
 def linear8bit_bytes(in_features: int, out_features: int) -> int:
     """LLM.int8: int8 weight ``out*in`` bytes plus a float32 row scale per output row (``Int8Params.SCB``)."""
     return in_features * out_features + FP32 * out_features
