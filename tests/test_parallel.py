@@ -59,6 +59,15 @@ def test_committed_fsdp_runs_are_predicted_within_5_percent():
         assert abs(est.allocated_peak / m.peak_allocated - 1) <= 0.05, m.scenario.name
 
 
+def test_readme_quotes_the_two_gpu_errors():
+    from pathlib import Path
+
+    errors = sorted(abs(per_gpu(m).device_peak / m.peak_device - 1) for m in fsdp_runs() if m.status == "ok")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert f"median error is {100 * statistics.median(errors):.1f}% and the largest {100 * errors[-1]:.1f}%" in readme
+    assert f"NCCL: {NCCL_BYTES // MiB} MiB" in readme and f"{OFFLOAD_CACHE_BYTES // MiB} MiB more reserved" in readme
+
+
 def test_no_false_fit_under_the_committed_caps():
     """A run that went out of memory under its cap is never one qplan calls fitting on that card."""
     for m in fsdp_runs():
