@@ -11,6 +11,7 @@ from typing import Callable
 from .architecture import Architecture
 from .catalog import catalog_models, resolve_model
 from .gpus import Gpu, catalog_gpus, resolve_gpu
+from .launch import launch_hint
 from .memory import Estimate
 from .memory.parallel import STATUS, fsdp_recipe, parallel_estimate
 from .memory.overhead import OverheadProfile, select_profile
@@ -170,7 +171,8 @@ def alternatives(request: Request, arch: Architecture, info: GpuInfo, profile: O
                      f"(--gpus {parallel.gpus}{' --cpu-offload' if parallel.cpu_offload else ''})"),
             peak_bytes=per_gpu.device_peak,
             detail={"gpus": parallel.gpus, "strategy": "fsdp", "cpu_offload": parallel.cpu_offload,
-                    "host_bytes": per_gpu.host_bytes, "settings": fsdp_recipe(reference).model_dump()},
+                    "host_bytes": per_gpu.host_bytes, "settings": fsdp_recipe(reference).model_dump(),
+                    "launch": launch_hint(parallel)},
         ))
     smaller = _largest_fitting_sibling(request, arch, info, profile, reference)
     if smaller:

@@ -145,3 +145,4 @@ def test_70b_on_one_24gb_card_points_to_more_cards_than_the_run_that_ran_out():
     ran_out = next(m for m in fsdp_runs() if m.scenario.name == "fsdp2-llama-2-70b-r16-s1024-b1-cap24")
     assert ran_out.status == "oom" and ran_out.scenario.settings.seq_len == more.detail["settings"]["seq_len"]
     assert not plan.fits and more.detail["gpus"] >= 3 and not more.detail["cpu_offload"]
+    assert f"--num_processes {more.detail['gpus']}" in more.detail["launch"]
