@@ -77,8 +77,8 @@ def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "
                 quant_storage=None, materialize: bool = True, log=None):
     """The model ``from_pretrained`` would give for this config with the settings' quantization, random weights
     (``dtype``: the ``dtype=`` argument, default the config's; ``quant_storage``: see :func:`bnb_config`;
-    ``materialize=False`` leaves it on the ``meta`` device, to be built unit by unit by FSDP with
-    :func:`materializer`)."""
+    ``materialize=False`` leaves it on the ``meta`` device, to be made real later, e.g. by
+    :func:`planner.measure.fsdp.stage_on_cpu`)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.modeling_utils import local_torch_dtype
@@ -100,7 +100,7 @@ def build_model(config_dir: str | Path, settings: TrainSettings, device: str = "
     if materialize:
         if target.type == "cuda":
             _warmup_allocator(model, device_map, hf_quantizer)
-        _materialize(model, target, dtype, log=log)
+        materialize_all(model, target, dtype, log=log)
     if hf_quantizer is not None:
         model.hf_quantizer = hf_quantizer
         hf_quantizer.postprocess_model(model)
@@ -117,12 +117,15 @@ def _warmup_allocator(model, device_map, hf_quantizer) -> None:
     caching_allocator_warmup(model, expand_device_map(device_map, list(model.state_dict().keys())), hf_quantizer)
 
 
-def _materialize(model, device, dtype, *, log=None) -> None:
-    """Replace every meta parameter/buffer with a real one on ``device``, module by module."""
+def materialize_all(model, device, dtype, *, log=None, then=None) -> None:
+    """Replace every meta parameter/buffer with a real one on ``device``, module by module; ``then(module)``
+    runs on each module right after it is built (FSDP staging moves it to the CPU)."""
     materialize = materializer(model, device, dtype)
     started, layers = time.perf_counter(), 0
     for name, module in model.named_modules():
         materialize(module)
+        if then:
+            then(module)
         if log and name.count(".") == 2 and name.split(".")[-2] == "layers":
             layers += 1
             if layers in (1, 10) or layers % 20 == 0:
@@ -135,8 +138,7 @@ def _materialize(model, device, dtype, *, log=None) -> None:
 def materializer(model, device, dtype):
     """A function that makes one module's own meta parameters and buffers real on ``device``: 4-bit weights
     from random numbers in ``dtype`` quantized by ``Params4bit.to`` as a checkpoint tensor would be, the rest
-    through the model's ``_init_weights``. Tied parameters stay one Parameter. It is also FSDP's
-    ``param_init_fn``, so a model can be built one wrapped unit at a time (planner.measure.fsdp)."""
+    through the model's ``_init_weights``. Tied parameters stay one Parameter."""
     import torch
 
     try:

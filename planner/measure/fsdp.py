@@ -54,24 +54,25 @@ def merge(scenario: Scenario, result: Path) -> Measurement | None:
 
 def stage_on_cpu(model, device, dtype, log=None) -> None:
     """Make the ``meta`` model real in host memory, as rank 0 holds it before FSDP wraps it: each module
-    quantized on ``device`` (:func:`planner.measure.build.materializer`) and moved to the CPU before the next
-    (``param.data = param.to("cpu")``, as FSDP itself moves tensors; ``Params4bit.to`` takes its quant_state
-    along), then the GPU cache emptied."""
+    quantized on ``device`` (:func:`planner.measure.build.materialize_all`) and moved to the CPU before the
+    next (``param.data = param.to("cpu")``, as FSDP itself moves tensors; ``Params4bit.to`` takes its
+    quant_state along), then the GPU cache emptied."""
     import torch
 
-    from .build import materializer
+    from .build import materialize_all
 
-    materialize = materializer(model, device, dtype)
     cpu = torch.device("cpu")
-    with torch.no_grad():
-        for module in model.modules():
-            materialize(module)
-            for param in module.parameters(recurse=False):
-                if param.device != cpu:
-                    param.data = param.to(cpu)
-            for key, buffer in module.named_buffers(recurse=False):
-                if buffer is not None and buffer.device != cpu:
-                    module._buffers[key] = buffer.to(cpu)
+
+    @torch.no_grad()
+    def to_cpu(module) -> None:
+        for param in module.parameters(recurse=False):
+            if param.device != cpu:
+                param.data = param.to(cpu)
+        for key, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and buffer.device != cpu:
+                module._buffers[key] = buffer.to(cpu)
+
+    materialize_all(model, device, dtype, log=log, then=to_cpu)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
