@@ -131,10 +131,17 @@ def _open_knobs(request: Request) -> bool:
     return not {"rank", "seq_len", "batch"} <= request.fixed
 
 
-def why_not(arch: Architecture, plan: Plan, info: GpuInfo) -> str:
+def frozen_per_gpu(arch: Architecture, plan: Plan) -> int:
+    """The frozen base model's bytes on each GPU of the plan: whole on one GPU or under DDP, none when
+    offloaded, else 1/N (sharded, or split by layers)."""
     frozen = sum(frozen_weight_components(arch, plan.settings).values())
-    if plan.parallel and plan.parallel.strategy != "ddp":  # sharded, or split by layers
+    if plan.parallel and plan.parallel.strategy != "ddp":
         frozen = 0 if plan.parallel.cpu_offload else frozen // plan.parallel.gpus
+    return frozen
+
+
+def why_not(arch: Architecture, plan: Plan, info: GpuInfo) -> str:
+    frozen = frozen_per_gpu(arch, plan)
     what = "the frozen base model (4-bit weights plus the modules left in 16/32-bit)"
     if frozen > info.budget_bytes:
         return f"{what} alone needs {fmt_gib(frozen)}; this card has {fmt_gib(info.budget_bytes)} {_budget_words(info)}"
@@ -186,7 +193,7 @@ def _fewest_gpus(arch, profile, margin, reference, info) -> tuple[Parallel, Esti
     for offload in (False, True):
         for n in range(2, MAX_FSDP_GPUS + 1):
             parallel = Parallel(gpus=n, strategy="fsdp", cpu_offload=offload)
-            per_gpu = estimator_for(arch, profile, parallel, margin)(fsdp_recipe(reference))
+            per_gpu = estimator_for(arch, profile, parallel, margin)(reference)
             if per_gpu.required_bytes <= info.budget_bytes:
                 return parallel, per_gpu
     return None

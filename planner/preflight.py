@@ -45,11 +45,9 @@ from .errors import QPlanError
 from .gpus import Gpu, resolve_gpu
 from .memory import Estimate
 from .memory.overhead import select_profile
-from .memory.weights import frozen_weight_components
 from .plan import Plan, plan_from_estimate
-from .planning import Request, alternatives, estimator_for, gpu_info, parallel_note
-from .settings import Parallel
-from .settings import RANKS, TrainSettings
+from .planning import Request, alternatives, estimator_for, frozen_per_gpu, gpu_info, parallel_note
+from .settings import RANKS, Parallel, TrainSettings
 from .units import fmt_gib
 
 ADAMW_FAMILY = ("paged_adamw_32bit", "adamw_torch", "paged_adamw_8bit", "adamw_8bit")
@@ -199,7 +197,7 @@ def check(run: Run) -> CheckResult:
 def why(arch: Architecture, plan: Plan) -> str:
     """Why the run does not fit: the frozen model alone, or the largest parts of the peak."""
     budget = f"{fmt_gib(plan.gpu.budget_bytes)} this card has"
-    frozen = sum(frozen_weight_components(arch, plan.settings).values()) // plan.gpu.count
+    frozen = frozen_per_gpu(arch, plan)
     if frozen > plan.gpu.budget_bytes:
         return (f"the frozen model alone (4-bit weights plus the modules kept in 16/32-bit) needs {fmt_gib(frozen)}, "
                 f"more than the {budget}, so no setting of this run fits here; the run as configured peaks at "

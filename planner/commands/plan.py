@@ -8,6 +8,8 @@ import argparse
 import sys
 from typing import get_args
 
+from pydantic import ValidationError
+
 from ..errors import QPlanError
 from ..planning import Request, make_plan
 from ..recommend import PREFERENCES
@@ -95,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
     settings, fixed = settings_from_args(args)
     if args.gpus < 1 or args.gpus > 1024:
         raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
-    if args.cpu_offload and (args.gpus < 2 or args.strategy not in ("fsdp", "zero3")):
-        raise QPlanError("--cpu-offload is an option of --strategy fsdp or zero3 with --gpus 2 or more")
-    parallel = Parallel(gpus=args.gpus, strategy=args.strategy, cpu_offload=args.cpu_offload)
+    try:
+        parallel = Parallel(gpus=args.gpus, strategy=args.strategy, cpu_offload=args.cpu_offload)
+    except ValidationError as err:
+        first = err.errors()[0]  # --gpus is in range by now, so the rule broken is Parallel's offload rule
+        raise QPlanError(f"--cpu-offload: {first.get('ctx', {}).get('error', first['msg'])}") from None
     if args.target_batch < 1 or args.top < 1:
         raise QPlanError("--target-batch and --top must be at least 1")
     plan = make_plan(Request(

@@ -109,14 +109,14 @@ def _sharded(arch, settings, overhead, gpus, strategy, cpu_offload) -> Estimate:
         live = {GATHERED: 2 * layer}
     else:
         live = {GATHERED: layer + min(layer, 2 * int(0.9 * arch.hidden ** 2)), REDUCE_BUCKET: 2 * arch.hidden ** 2}
-    paged = single.paged
+    states, paged = _zero3_states(arch, settings) if strategy == "zero3" else ({}, single.paged)
     phases, shards_peak = {}, 0
     for phase, parts in single.phases.items():
         parts = dict(parts)
         if whole:
             parts[quant_name] -= whole
-        if strategy == "zero3" and phase != "load":
-            parts, paged = _zero3_states(arch, settings, parts)
+        if phase != "load":
+            parts.update({name: size for name, size in states.items() if name in parts or name == MASTER})
         shards = {name: size // gpus for name, size in parts.items() if name in exact or name == STEP_TEMP}
         shards_peak = max(shards_peak, sum(shards.values()))
         out = {name: size for name, size in parts.items() if name not in shards}
@@ -135,17 +135,12 @@ def _sharded(arch, settings, overhead, gpus, strategy, cpu_offload) -> Estimate:
     return est
 
 
-def _zero3_states(arch, settings, parts) -> tuple[dict[str, int], int]:
-    """ZeRO's mixed-precision model states (16-bit adapters and gradients, an fp32 master copy, the optimizer's
-    states kept on that fp32 copy); returns the parts and the paged bytes."""
-    n_train = trainable_params(arch, settings)
+def _zero3_states(arch, settings) -> tuple[dict[str, int], int]:
+    """ZeRO's mixed-precision model states, whole (sharded by the caller): an fp32 master copy of the adapters
+    and the optimizer's states and step temporaries kept on that fp32 copy; with the paged bytes."""
     optim = optimizer_memory(settings.optim, trainable_tensors(arch, settings), 4)
-    parts[MASTER] = 4 * n_train
-    if "optimizer state (GPU)" in parts:
-        parts["optimizer state (GPU)"] = optim.device
-    if STEP_TEMP in parts:
-        parts[STEP_TEMP] = optim.step_temp
-    return parts, optim.paged
+    states = {MASTER: 4 * trainable_params(arch, settings), "optimizer state (GPU)": optim.device, STEP_TEMP: optim.step_temp}
+    return states, optim.paged
 
 
 def _ddp(arch, settings, overhead) -> Estimate:
