@@ -87,6 +87,8 @@ class Architecture:
     experts_per_token: int = 0
     norm_numel_per_layer: int = 0
     generic: bool = False
+    use_cache: bool = True  # config.use_cache: the forward builds a KV cache unless checkpointing turns it off
+    sliding_window: int | None = None  # every layer attends this far back (Mistral, Mixtral, Phi-3 masks)
 
     # ---- totals used by the memory model -------------------------------------------------------
     @property
@@ -174,7 +176,9 @@ _EXTRA_KEYS = {
     "llama": ("attention_bias", "mlp_bias"),
     "qwen3": ("attention_bias",),
     "gemma2": ("attention_bias",),
-    "mixtral": ("num_local_experts", "num_experts_per_tok"),
+    "mistral": ("sliding_window",),
+    "phi3": ("sliding_window",),
+    "mixtral": ("num_local_experts", "num_experts_per_tok", "sliding_window"),
     "qwen3_moe": ("attention_bias", "num_experts", "num_experts_per_tok", "moe_intermediate_size",
                   "decoder_sparse_step", "mlp_only_layers"),
 }
@@ -245,6 +249,11 @@ def from_config(config: dict, name: str = "model") -> Architecture:
     tied = bool(_value(config, "tie_word_embeddings", defaults))
     max_positions = int(_value(config, "max_position_embeddings", defaults) or 2048)
     dtype = str(config.get("dtype") or config.get("torch_dtype") or "bfloat16")
+    use_cache = bool(config.get("use_cache", True))  # True in every config class (tests/test_architecture.py)
+    # Models whose every layer uses create_sliding_window_causal_mask when config.sliding_window is set; Gemma-2's
+    # alternating layers and Qwen's use_sliding_window are not modelled.
+    window = _value(config, "sliding_window", defaults) if "sliding_window" in config_keys(model_type) else None
+    window = None if window is None else _positive_int("sliding_window", window)
     if heads % kv_heads:
         raise QPlanError(f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads}")
 
@@ -314,4 +323,6 @@ def from_config(config: dict, name: str = "model") -> Architecture:
         experts_per_token=experts_per_token,
         norm_numel_per_layer=norms,
         generic=generic,
+        use_cache=use_cache,
+        sliding_window=window,
     )

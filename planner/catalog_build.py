@@ -34,7 +34,7 @@ FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "max_position_embeddings", "tie_word_embeddings",
     "attention_bias", "mlp_bias", "num_local_experts", "num_experts", "num_experts_per_tok",
-    "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers",
+    "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers", "sliding_window",
 )
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "configs"
 

@@ -72,6 +72,7 @@ class Provenance(BaseModel):
     date: str
     host: str | None = None
     git_commit: str | None = None
+    alloc_conf: str | None = None  # PYTORCH_CUDA_ALLOC_CONF of the measuring process; None: the default allocator
 
 
 class Measurement(BaseModel):

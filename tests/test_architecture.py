@@ -128,6 +128,17 @@ def test_architecture_defaults_file_is_current():
     assert committed == json.loads(json.dumps(architecture_defaults()["defaults"]))
 
 
+def test_use_cache_defaults_to_true_in_every_config_class():
+    """from_config reads ``use_cache`` with True when the file leaves it out: the default of every class."""
+    from transformers import CONFIG_MAPPING
+
+    from planner.catalog_build import MODEL_TYPES
+
+    assert all(CONFIG_MAPPING[model_type]().use_cache is True for model_type in MODEL_TYPES)
+    llama = {**SMALL, "model_type": "llama"}
+    assert from_config(llama).use_cache and not from_config({**llama, "use_cache": False}).use_cache
+
+
 @pytest.mark.skipif(not (DEFAULT_CONFIGS / "SOURCES.md").is_file(), reason="shared/configs not present")
 def test_catalogue_files_are_what_the_build_writes(tmp_path, monkeypatch):
     """Rebuilding from shared/configs into a scratch profiles/ gives the committed entries byte for byte."""

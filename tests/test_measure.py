@@ -302,3 +302,29 @@ def test_cpu_offload_needs_several_gpus():
     with pytest.raises(ValueError, match="gpus > 1"):
         Scenario(name="x", model="llama-2-7b", cpu_offload=True)
     assert Scenario(name="x", model="llama-2-7b", gpus=2, cpu_offload=True).cpu_offload
+
+
+def test_timeline_windows_find_the_peak_and_what_is_alive_there():
+    """planner.measure.timeline on a hand-made allocator trace: marks split it into windows, a repeated mark
+    counts from its last position (a checkpointed layer's recompute), and the peak lists the live blocks."""
+    from planner.measure.timeline import MARK_BASE, MARK_UNIT, Marks, window_peaks
+
+    marks = Marks(torch=None)
+    marks.names = ["forward", "layer0", "backward", "layer0", "end"]
+
+    def mark(k):
+        return {"action": "alloc", "addr": 1, "size": MARK_UNIT * (MARK_BASE + k), "frames": []}
+
+    def alloc(addr, size, fn):
+        return {"action": "alloc", "addr": addr, "size": size, "frames": [{"filename": f"/x/m/{fn}.py", "line": 1, "name": fn}]}
+
+    def free(addr, size):
+        return {"action": "free_completed", "addr": addr, "size": size}
+
+    trace = [mark(0), alloc(10, 4096, "a"), mark(1), alloc(11, 8192, "b"), free(11, 8192), mark(2),
+             alloc(12, 2048, "c"), mark(3), alloc(13, 1024, "d"), alloc(14, 1024, "d"), free(12, 2048), mark(4)]
+    report = window_peaks(trace, marks, {"forward": ("forward", "backward"), "layer0": ("layer0", "end")})
+    assert report["forward"]["peak_above_step_start"] == 4096 + 8192
+    assert report["forward"]["alive_at_peak"] == [[8192, 1, "m/b.py:1:b"], [4096, 1, "m/a.py:1:a"]]
+    assert report["layer0"]["peak_above_step_start"] == 4096 + 2048 + 2048
+    assert [1024, 2, "m/d.py:1:d"] in report["layer0"]["alive_at_peak"]

@@ -48,4 +48,5 @@ def provenance(torch, nvml: Nvml) -> Provenance:
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         host=socket.gethostname(),
         git_commit=git_commit(),
+        alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or None,
     )

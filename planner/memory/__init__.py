@@ -6,10 +6,12 @@ Each phase is a dict of the components alive at its peak, so a plan's breakdown 
     load       = frozen weights + the bf16 copy alive while prepare_model_for_kbit_training casts the
                  largest matrix to fp32
     forward    = persistent [+ grads when accumulating] + autocast LoRA weight copies + saved activations
-                 + logits/CE forward peak + autocast lm_head copy
+                 [+ KV cache without checkpointing] + logits/CE forward peak + autocast lm_head copy
     backward   = the larger of
-                 start:  persistent [+ grads] + copies + activations + CE backward peak + lm_head copy
-                 layer:  persistent + grads + copies + activations (checkpoints) + one recomputed layer
+                 start:  persistent [+ grads] + copies (none with checkpointing) + activations + CE backward
+                         peak + lm_head copy
+                 layer:  persistent + grads + copies (one layer's with checkpointing) + activations
+                         (checkpoints) + one recomputed layer
                          + backward working set + dequantized weight (+ eager attention transient)
     optimizer  = persistent + grads + optimizer step temporaries
 
@@ -110,6 +112,32 @@ def _settings_for_model(settings: TrainSettings) -> TrainSettings:
     return settings
 
 
+@dataclass(frozen=True)
+class AutocastCopies:
+    forward: int
+    loss_backward: int
+    layer_backward: int
+
+
+def autocast_copies(arch: Architecture, settings: TrainSettings, n_train: int, p_train: int) -> AutocastCopies:
+    """bf16 copies of the fp32 LoRA weights, ``2 * n_train`` when all alive.
+
+    autocast caches the cast of every fp32 leaf that requires grad until the outermost ``autocast`` exits
+    (torch ``autocast_mode.cpp`` ``cached_casts``; ``torch.amp.autocast.__exit__`` calls
+    ``clear_autocast_cache``), so the whole set is alive through the forward and loss. ``backward`` runs
+    outside autocast: without checkpointing every copy is still saved by its ``mm``; with checkpointing none
+    was saved, and the recompute of one layer (under its own autocast, torch ``utils/checkpoint.py``) makes
+    and saves that layer's copies only: ``2 * n_train / L`` (every LoRA tensor sits in a decoder layer)."""
+    total = 2 * n_train if settings.autocast and p_train == 4 else 0
+    if not settings.gradient_checkpointing or settings.full_finetune:
+        return AutocastCopies(total, total, total)
+    return AutocastCopies(total, 0, total // arch.layers)
+
+
+def _largest(*moments: dict[str, int]) -> dict[str, int]:
+    return max(moments, key=lambda parts: sum(parts.values()))
+
+
 def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProfile) -> Estimate:
     settings = _settings_for_model(settings)
     frozen = frozen_weight_components(arch, settings)
@@ -126,35 +154,45 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     persistent["cuBLAS workspace"] = overhead.cublas_workspace_bytes
 
     checkpointing = settings.gradient_checkpointing
-    saved_layer = act.layer_saved(arch, settings)
-    kept = (act.checkpoint_saved(arch, settings) if checkpointing else arch.layers * saved_layer) + act.outside_layers(arch, settings)
+    layers_kept = act.checkpoint_saved(arch, settings) if checkpointing else arch.layers * act.layer_saved(arch, settings)
+    kept = layers_kept + act.shared_inputs(arch, settings) + act.final_norm_saved(arch, settings)
+    copies = autocast_copies(arch, settings, n_train, p_train)
     in_flight = {
         "gradients (accumulating)": grads if settings.grad_accum > 1 else 0,
-        "autocast copies of LoRA weights": 2 * n_train if settings.autocast and p_train == 4 else 0,
+        "autocast copies of LoRA weights": copies.forward,
         "activations kept for backward": kept,
         "lm_head autocast bf16 copy": logits.lm_head_cast,
     }
-    layer_backward = {
-        "gradients": grads,
-        "autocast copies of LoRA weights": in_flight["autocast copies of LoRA weights"],
-        "activations kept for backward": kept,
-        "recomputed layer activations": saved_layer if checkpointing else 0,
-        "backward working set": act.backward_working_set(arch, settings),
-        "dequantized weight (transient)": dequant_temp_bytes(arch, settings),
-        "eager attention scores (transient)": act.eager_transient(arch, settings),
+    logits_end = {
+        **persistent, **in_flight,
+        "KV cache (use_cache, no checkpointing)": act.kv_cache(arch, settings),
+        "final norm output": act.final_norm_output(arch, settings),
+        "logits + cross-entropy forward": logits.forward_peak,
     }
-    loss_backward = {**in_flight, "logits + cross-entropy backward": logits.backward_peak}
+    eager_attention = {  # the last layer's softmax, before the final norm and logits exist
+        **persistent, "gradients (accumulating)": in_flight["gradients (accumulating)"],
+        "autocast copies of LoRA weights": copies.forward,
+        "activations kept for backward": layers_kept + act.shared_inputs(arch, settings),
+        "eager attention scores (transient)": act.eager_forward(arch, settings),
+    }
+    loss_backward = {**persistent, **in_flight, "autocast copies of LoRA weights": copies.loss_backward,
+                     "logits + cross-entropy backward": logits.backward_peak}
+    layer_backward = [
+        {**persistent, "gradients": grads, "autocast copies of LoRA weights": copies.layer_backward,
+         "activations kept for backward": layers_kept + act.shared_inputs(arch, settings), **moment}
+        for moment in act.layer_backward_moments(arch, settings, dequant_temp_bytes(arch, settings)).values()
+    ]
     phases = {
         "load": {**frozen, "bf16 copy during fp32 cast": 2 * arch.embedding_numel if float_bytes(settings) == 4 else 0},
-        "forward": {**persistent, **in_flight, "logits + cross-entropy forward": logits.forward_peak},
-        "backward": max(({**persistent, **loss_backward}, {**persistent, **layer_backward}), key=lambda d: sum(d.values())),
+        "forward": _largest(logits_end, eager_attention),
+        "backward": _largest(loss_backward, *layer_backward),
         "optimizer": {**persistent, "gradients": grads, "optimizer step temporaries": optim.step_temp},
     }
     phases = {name: {k: v for k, v in parts.items() if v} for name, parts in phases.items()}
     totals = {name: sum(parts.values()) for name, parts in phases.items()}
     peak_phase = max(totals, key=totals.__getitem__)
     allocated = totals[peak_phase]
-    recomputed = saved_layer if checkpointing else 0
+    recomputed = act.recomputed_layer(arch, settings)
     reserved = overhead.reserved(allocated, recomputed, logits.fp32_bytes)
     return Estimate(
         phases=phases,

@@ -69,29 +69,53 @@ def attention_saved(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> 
     if settings.attn == "eager":
         probs_copy = 2 if (settings.autocast or dt.stream == 2) else 0
         return 3 * dt.attention * t * a + (4 + probs_copy) * b * arch.heads * s * s
-    return dt.attention * t * (2 * a + 2 * k) + 4 * b * arch.heads * s
+    masked = window_mask(arch, settings) != 0  # SDPA with an explicit mask: no enable_gqa, a float bias
+    repeats = 2 * dt.attention * t * a if masked and arch.kv_heads < arch.heads else 0
+    bias = dt.attention * b * s * s if masked else 0
+    return dt.attention * t * (2 * a + 2 * k) + 4 * b * arch.heads * s + repeats + bias
 
 
-def lora_saved(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> int:
-    """Inputs saved by lora_A (with sharing) and by lora_B, for one layer."""
-    if settings.full_finetune:
+def window_mask(arch: Architecture, settings: TrainSettings) -> int:
+    """The bool mask ``b*s^2`` a sliding-window model builds once per forward when the sequence outgrows its
+    window (transformers ``create_sliding_window_causal_mask``); shorter sequences use SDPA's ``is_causal``.
+    With a mask, transformers' ``use_gqa_in_sdpa`` is false, so ``repeat_kv`` widens k and v to ``a``, and SDPA
+    saves the mask as a float bias in the query dtype; each layer saves both (``attention_saved``). Seen on the
+    GPU: Mistral-7B at s=8192 (profiles/measurements/timeline-h200.json)."""
+    window = arch.sliding_window
+    if settings.attn != "sdpa" or window is None or settings.seq_len <= window:
         return 0
+    return settings.batch * settings.seq_len**2
+
+
+def lora_saved_by_group(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> dict[str, int]:
+    """Inputs saved by lora_A (with sharing) and by lora_B for one layer, by the tensor that feeds them
+    (``attn_in``, ``attn_out``, ``mlp_in``, ``mlp_act``)."""
+    groups: dict[str, int] = {}
+    if settings.full_finetune:
+        return groups
     t = settings.tokens
     input_dtype = {"attn_in": dt.stream, "attn_out": dt.attention, "mlp_in": dt.stream, "mlp_act": dt.stream}
     already_saved = {"attn_out"} if settings.attn != "eager" else set()
     shared: dict[str, int] = {}
-    total = 0
     for lin in targeted_linears(arch, settings.targets):
         group = _INPUT_GROUP.get(lin.name, "attn_in")
-        total += dt.lora_input * t * settings.rank * lin.count
+        size = dt.lora_input * t * settings.rank * lin.count
         if settings.lora_dropout > 0:
-            total += (dt.lora_input + 1) * t * lin.in_features * lin.count
+            size += (dt.lora_input + 1) * t * lin.in_features * lin.count
         elif input_dtype[group] == dt.lora_input:
             if group not in already_saved:
                 shared[group] = dt.lora_input * t * lin.in_features
         else:
-            total += dt.lora_input * t * lin.in_features * lin.count
-    return total + sum(shared.values())
+            size += dt.lora_input * t * lin.in_features * lin.count
+        groups[group] = groups.get(group, 0) + size
+    for group, size in shared.items():
+        groups[group] = groups.get(group, 0) + size
+    return groups
+
+
+def lora_saved(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> int:
+    """Inputs saved by lora_A (with sharing) and by lora_B, for one layer."""
+    return sum(lora_saved_by_group(arch, settings, dt).values())
 
 
 def layer_saved(arch: Architecture, settings: TrainSettings) -> int:
@@ -114,22 +138,115 @@ def checkpoint_saved(arch: Architecture, settings: TrainSettings) -> int:
     return arch.layers * Dtypes.of(settings, arch).stream * settings.tokens * arch.hidden
 
 
-def outside_layers(arch: Architecture, settings: TrainSettings) -> int:
-    """cos/sin shared by all layers (``2*T*head_dim*p_s``) and the final norm (``4Th + 4T``)."""
-    t = settings.tokens
-    return 2 * t * arch.head_dim * Dtypes.of(settings, arch).stream + 4 * t * arch.hidden + 4 * t
+def shared_inputs(arch: Architecture, settings: TrainSettings) -> int:
+    """Made once per forward and read by every layer: cos/sin ``2*T*head_dim*p_s`` and the sliding-window
+    mask (:func:`window_mask`)."""
+    return 2 * settings.tokens * arch.head_dim * Dtypes.of(settings, arch).stream + window_mask(arch, settings)
 
 
-def backward_working_set(arch: Architecture, settings: TrainSettings) -> int:
-    """Gradient buffers alive while one layer runs backward [estimate, checked against GPU peaks by ``qplan validate``]:
-    the MLP's three ``T*I`` gradients in the stream dtype and the output/residual gradients ``2*T*h*p_s``."""
-    p_s = Dtypes.of(settings, arch).stream
-    t = settings.tokens
-    return 3 * t * arch.intermediate * p_s + 2 * t * arch.hidden * p_s
+def final_norm_saved(arch: Architecture, settings: TrainSettings) -> int:
+    """The final norm's saved fp32 input and rsqrt, ``4Th + 4T``, alive until its backward runs."""
+    return 4 * settings.tokens * arch.hidden + 4 * settings.tokens
 
 
-def eager_transient(arch: Architecture, settings: TrainSettings) -> int:
-    """Eager attention briefly holds fp32 scores, scaled scores and the masked copy: ``~8*b*heads*s^2`` [est]."""
+def final_norm_output(arch: Architecture, settings: TrainSettings) -> int:
+    """The final norm's output ``T*h*p_s``: lm_head saves only its weight's bf16 copy, but the output is held
+    by the model's ``last_hidden_state`` until the forward (and loss) returns. Forward only."""
+    return settings.tokens * arch.hidden * Dtypes.of(settings, arch).stream
+
+
+def kv_cache(arch: Architecture, settings: TrainSettings) -> int:
+    """The KV cache a training forward builds when ``config.use_cache`` is true and checkpointing is off:
+    ``L * 2 * T * k * p_s``. transformers' ``merge_with_config_defaults`` turns ``use_cache`` off only under
+    gradient checkpointing, so the model makes a ``DynamicCache`` whose ``update`` stores ``torch.cat`` copies
+    of every layer's rotated keys and its values (``cache_utils.py``), in the stream dtype (``Linear4bit``
+    returns its input's dtype and the rotary cos/sin take it too; checked on the CPU by
+    tests/test_activations.py). SDPA saves its own bf16 casts, so the cache is extra. It lives in the model
+    output, which the Trainer (``compute_loss``) and qplan's harness drop before ``backward``: a forward-only
+    term. ``model.config.use_cache = False`` removes it."""
+    if settings.gradient_checkpointing or not arch.use_cache:
+        return 0
+    return arch.layers * 2 * settings.tokens * arch.kv_width * Dtypes.of(settings, arch).stream
+
+
+def recomputed_layer(arch: Architecture, settings: TrainSettings) -> int:
+    """``S_rec``: what one checkpointed layer's recompute saves, ``S_layer - T*h*p_s``: the input norm's saved
+    input is the checkpoint itself, already kept. 0 without checkpointing."""
+    if not settings.gradient_checkpointing:
+        return 0
+    return layer_saved(arch, settings) - settings.tokens * arch.hidden * Dtypes.of(settings, arch).stream
+
+
+def eager_forward(arch: Architecture, settings: TrainSettings) -> int:
+    """Eager attention's forward peak inside one layer, at the fp32 softmax: its input and output
+    (``8*b*heads*s^2``), the fp32 additive mask ``4*b*s^2``, and the layer's normed input, q, k and v in the
+    stream dtype with ``repeat_kv``'s copies of k and v for grouped-query attention (transformers 5
+    ``eager_attention_forward``; GPU timeline: profiles/measurements/timeline-h200.json). 0 for SDPA."""
     if settings.attn != "eager":
         return 0
-    return 8 * settings.batch * arch.heads * settings.seq_len**2
+    b, s, t, p = settings.batch, settings.seq_len, settings.tokens, Dtypes.of(settings, arch).stream
+    repeats = 2 * t * arch.attn_width * p if arch.kv_heads < arch.heads else 0
+    return (8 * b * arch.heads * s * s + 4 * b * s * s
+            + p * t * (arch.hidden + arch.attn_width + 2 * arch.kv_width) + repeats)
+
+
+# Names of the parts of a backward moment (phase components of planner.memory.estimate).
+RECOMPUTED = "recomputed layer activations"
+WORKING = "backward working set"
+DEQUANT = "dequantized weight (transient)"
+EAGER = "eager attention scores (transient)"
+
+
+def layer_backward_moments(arch: Architecture, settings: TrainSettings, dequant: int) -> dict[str, dict[str, int]]:
+    """What one layer's backward adds at its candidate peaks, beyond the kept checkpoints; the largest wins.
+
+    Read off the caching allocator's history of real micro-steps (``planner.measure.timeline``,
+    profiles/measurements/timeline-h200.json), with ``p = p_s``, ``x = T*h*p`` (the MLP input, and equally the
+    gradient arriving at the layer output) and ``m = T*I*p`` (one MLP intermediate):
+
+    - ``recompute reaches down_proj`` (checkpointing): the recompute has saved all of ``S_rec``; alive besides
+      are the MLP input, the incoming gradient and the gate*up product, then the larger of down_proj's base
+      forward (its input cast to the compute dtype ``2*T*I`` and output ``2*T*h``) and its LoRA branch (peft's
+      ``result.clone()``, ``x``, plus the fp32 dropout output ``m`` before lora_A's autocast copy, or lora_B's
+      output and its scaled copy);
+    - ``down_proj backward``: down_proj's LoRA inputs are freed; alive are the incoming gradient, its cast to
+      the compute dtype ``2*T*h``, the LoRA branch's input gradient ``m``, then the larger of the dequantized
+      weight (``dequant``) with the ``2*T*I`` input gradient and that gradient's cast back ``2*T*I + m``;
+    - ``eager attention backward``: the MLP's tensors are freed; alive are the attention's LoRA inputs, the bf16
+      q and repeated k the score matmul saved, the fp32 mask, four gradients of size ``x`` and softmax's saved
+      output with three score-sized gradients: ``16*b*heads*s^2``.
+    Without checkpointing every layer's ``S_layer`` is kept already and only ``down_proj backward`` applies.
+    With a bf16 stream the gradient needs no cast back and is summed into the LoRA branch's in place.
+    """
+    dt = Dtypes.of(settings, arch)
+    t, p = settings.tokens, dt.stream
+    x, m = t * arch.hidden * p, t * arch.intermediate * p
+    lora = lora_saved_by_group(arch, settings, dt)
+    down_inputs = lora.get("mlp_act", 0)
+    lora_on_down = "mlp_act" in lora
+    base = x + 2 * t * arch.hidden + (m if lora_on_down else 0)
+    grad_cast_back = m if p != 2 else 0
+    if dequant >= grad_cast_back:
+        down_backward = {WORKING: base + 2 * t * arch.intermediate, DEQUANT: dequant}
+    else:
+        down_backward = {WORKING: base + 2 * t * arch.intermediate + grad_cast_back}
+    recomputed = recomputed_layer(arch, settings)
+    moments = {"down_proj backward": {RECOMPUTED: recomputed - down_inputs if recomputed else 0, **down_backward}}
+    if not settings.gradient_checkpointing:
+        return moments
+    cast_in = 2 * t * arch.intermediate if p != 2 else 0
+    dropout_out = m if settings.lora_dropout > 0 and p != dt.lora_input else 0
+    lora_out = 2 * t * arch.hidden * (2 if settings.autocast else dt.lora_input)
+    branch = x + max(dropout_out, lora_out) if lora_on_down else 0
+    moments["recompute reaches down_proj"] = {
+        RECOMPUTED: recomputed,
+        WORKING: 2 * x + m + max(cast_in + 2 * t * arch.hidden, branch),
+    }
+    if settings.attn == "eager":
+        b, s = settings.batch, settings.seq_len
+        moments["eager attention backward"] = {
+            RECOMPUTED: lora.get("attn_in", 0) + 2 * dt.attention * t * arch.attn_width + 4 * b * s * s,
+            WORKING: 4 * x,
+            EAGER: 16 * b * arch.heads * s * s,
+        }
+    return moments

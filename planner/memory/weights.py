@@ -12,9 +12,9 @@ Sources (bitsandbytes 0.50.2, transformers 5.23, peft 0.21):
   ``nn.Linear`` (embeddings, norms, MoE expert banks) stay in the model dtype.
 - ``peft/utils/other.py:prepare_model_for_kbit_training``: casts every fp16/bf16 parameter that is not a
   ``Params4bit`` to float32 (int8 weights are int8 already, so they stay).
-- ``bitsandbytes/backends/cuda/ops.py:_dequant_linear_fallback`` / ``MatMul4Bit.backward``: with more than a
-  few hundred tokens per micro-batch the 4-bit matmul dequantizes the whole weight to the compute dtype
-  (``n * c`` bytes) plus float32 absmax temporaries, frees it on return; one layer at a time.
+- ``bitsandbytes/autograd/_functions.py:MatMul4Bit.backward``: the input gradient dequantizes the whole
+  weight (plus float32 absmax temporaries) and frees it on return; one layer at a time
+  (:func:`dequant_temp_bytes`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ BLOCKSIZE_4BIT = 64
 BLOCKSIZE_NESTED = 256
 FP32 = 4
 BF16 = 2
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def linear4bit_bytes(numel: int, double_quant: bool) -> int:
@@ -89,10 +90,18 @@ def frozen_weight_components(arch: Architecture, settings: TrainSettings) -> dic
 
 
 def dequant_temp_bytes(arch: Architecture, settings: TrainSettings) -> int:
-    """Largest transient of a quantized matmul: ``n*c`` for the dequantized weight plus ``n/8`` of float32
-    absmax temporaries with double quantization (``n/16`` without). One layer at a time."""
+    """Largest transient of a quantized matmul's backward, one layer at a time: the dequantized weight plus
+    ``n/8`` bytes of absmax temporaries with double quantization (``n/16`` without).
+
+    bitsandbytes 0.50.2 ``MatMul4Bit.backward``: ``dequantize_4bit(B, state).to(grad_output.dtype)``. The weight
+    comes back in ``quant_state.dtype``, the dtype the model was loaded in, and is copied to the compute dtype
+    when that differs (an fp16 checkpoint such as Llama-2 trained in bf16): ``n*(d + c)`` bytes then, else
+    ``n*c``. Seen on the GPU: two 448 MiB blocks in Llama-2-70B's down_proj backward
+    (profiles/measurements/timeline-h200.json). The forward's fused ``gemm_4bit`` makes no such copy."""
     if not settings.quantized:
         return 0
     numel = arch.largest_linear.weight_numel
     absmax_tmp = numel // 8 if settings.double_quant else numel // 16
-    return numel * BF16 + absmax_tmp
+    loaded = DTYPE_BYTES.get(arch.dtype, BF16)
+    copied = settings.quant in ("nf4", "fp4") and arch.dtype != settings.compute_dtype_name
+    return numel * (loaded + BF16 if copied else BF16) + absmax_tmp
