@@ -6,10 +6,13 @@ Parameters fitted (few, each physical; the tensor formulas themselves are not tu
 - ``cuda_context_bytes``: median of ``peak_device - peak_reserved - paged_bytes``: everything on the device
   that the torch allocator does not hold (CUDA context, lazily loaded kernels, library handles).
 - ``fragmentation_bytes`` / ``fragmentation_recompute_ratio`` / ``fragmentation_logits_ratio``: least squares
-  of the measured allocator slack (peak reserved - peak allocated) on [1, one checkpointed layer's activations,
+  of the measured allocator slack (peak reserved - peak allocated) on [1, one recomputed layer's activations,
   fp32 logits], both analytic (see ``memory/overhead.py`` for why these two). ``fragmentation_ratio`` is 0.
-The backward working set stays the analytic estimate: fitting a multiplier to it made the held-out
-device error worse (two-fold: median 3.1% / max 11.5% fitted, 2.7% / 10.1% left at 1).
+  Runs of the default allocator fit these; runs under ``expandable_segments:True`` (their settings, or the
+  ``PYTORCH_CUDA_ALLOC_CONF`` in their provenance) fit the profile's ``expandable_segments`` terms the same way.
+- ``cuda_context_bytes`` and ``driver_reserved_bytes`` come from the default-allocator runs, which are the
+  profile's own GPU.
+The tensor formulas are not tuned.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from pydantic import BaseModel
 from .catalog import resolve_model
 from .errors import QPlanError
 from .memory import estimate
-from .memory.overhead import OverheadProfile
+from .memory.overhead import AllocatorSlack, OverheadProfile
 from .regress.resultfile import load_results
 from .results import Measurement
+from .settings import TrainSettings, expandable_in
 
 
 def load_measurements(paths: list[str | Path]) -> list[Measurement]:
@@ -70,21 +74,45 @@ _NO_OVERHEAD = OverheadProfile(name="features", status="literature", gpu="*", so
                                cublas_workspace_bytes=0, fragmentation_ratio=0.0)
 
 
+def record_settings(record: Measurement) -> TrainSettings:
+    """The scenario's settings, with ``expandable_segments`` also set when the measuring process ran under it."""
+    if record.provenance and expandable_in(record.provenance.alloc_conf):
+        return record.scenario.settings.model_copy(update={"expandable_segments": True})
+    return record.scenario.settings
+
+
 def _slack_features(record: Measurement) -> list[float]:
     """[1, recomputed layer, fp32 logits] of the record's analytic estimate (no overhead terms needed)."""
-    est = estimate(resolve_model(record.scenario.model), record.scenario.settings, _NO_OVERHEAD)
+    est = estimate(resolve_model(record.scenario.model), record_settings(record), _NO_OVERHEAD)
     return [1.0, float(est.recomputed_layer_bytes), float(est.fp32_logits_bytes)]
+
+
+def fit_slack(records: list[Measurement], recompute: bool = True) -> AllocatorSlack:
+    """Least squares of peak reserved - peak allocated on :func:`_slack_features` (without the recomputed layer
+    when ``recompute`` is false: under expandable segments the recompute's blocks are reused and only the
+    logits' leave slack, measured)."""
+    features = [_slack_features(r) for r in records]
+    if not recompute:
+        features = [[one, 0.0, logits] for one, _, logits in features]
+    constant, per_recompute, per_logits = least_squares(features, [float(r.peak_reserved - r.peak_allocated) for r in records])
+    return AllocatorSlack(bytes=int(constant), recompute_ratio=round(per_recompute, 4), logits_ratio=round(per_logits, 4))
 
 
 def fit_profile(records: list[Measurement], name: str, base: OverheadProfile) -> OverheadProfile:
     data = usable(records)
-    if len(data) < 3:
-        raise QPlanError(f"need at least 3 completed, uncapped measurements to calibrate; have {len(data)}")
-    prov = data[0].provenance
-    outside = [r.peak_device - r.peak_reserved - (r.paged_bytes or 0) for r in data]
-    constant, per_recompute, per_logits = least_squares(
-        [_slack_features(r) for r in data], [float(r.peak_reserved - r.peak_allocated) for r in data])
-    baselines = [r.baseline_device for r in data if r.baseline_device is not None]
+    default = [r for r in data if not record_settings(r).expandable_segments]
+    expandable = [r for r in data if record_settings(r).expandable_segments]
+    if len(default) < 3:
+        raise QPlanError(f"need at least 3 completed, uncapped measurements to calibrate; have {len(default)}")
+    prov = default[0].provenance
+    outside = [r.peak_device - r.peak_reserved - (r.paged_bytes or 0) for r in default]
+    slack = fit_slack(default)
+    baselines = [r.baseline_device for r in default if r.baseline_device is not None]
+    expandable_terms = base.expandable_segments
+    if len(expandable) >= 3:
+        gpus = sorted({r.provenance.gpu_name for r in expandable if r.provenance})
+        expandable_terms = fit_slack(expandable, recompute=False).model_copy(update={"fit": {
+            "gpus": gpus, "scenarios": sorted(r.scenario.name for r in expandable)}})
     profile = base.model_copy(update={
         "name": name,
         "status": "calibrated",
@@ -95,10 +123,11 @@ def fit_profile(records: list[Measurement], name: str, base: OverheadProfile) ->
         "cuda_context_bytes": int(statistics.median(outside)),
         "driver_reserved_bytes": int(statistics.median(baselines)) if baselines else base.driver_reserved_bytes,
         "fragmentation_ratio": 0.0,
-        "fragmentation_bytes": int(constant),
-        "fragmentation_recompute_ratio": round(per_recompute, 4),
-        "fragmentation_logits_ratio": round(per_logits, 4),
-        "fit": {"scenarios": sorted(r.scenario.name for r in data)},
+        "fragmentation_bytes": slack.bytes,
+        "fragmentation_recompute_ratio": slack.recompute_ratio,
+        "fragmentation_logits_ratio": slack.logits_ratio,
+        "expandable_segments": expandable_terms,
+        "fit": {"scenarios": sorted(r.scenario.name for r in default)},
     })
     return profile
 
@@ -107,6 +136,7 @@ class Row(BaseModel):
     scenario: str
     model: str
     status: str
+    allocator: str = "default"  # or "expandable_segments"
     measured_device: int | None
     predicted_device: int
     predicted_uncertain: int
@@ -118,27 +148,43 @@ class Row(BaseModel):
     predicted_fits_cap: bool | None = None
 
 
-class Validation(BaseModel):
-    profile: str
-    fitted_on: list[str]
-    rows: list[Row]
+class ErrorStats(BaseModel):
+    """Absolute relative errors of the completed, uncapped runs of one allocator setting."""
+
+    scenarios: int
     median_device_error: float | None
     max_device_error: float | None
     median_allocated_error: float | None
     max_allocated_error: float | None
+
+
+class Validation(BaseModel):
+    profile: str
+    fitted_on: list[str]
+    rows: list[Row]
+    allocators: dict[str, ErrorStats]  # "default" and, where measured, "expandable_segments"
     false_fits: list[str]
+
+    @property
+    def default(self) -> ErrorStats:
+        """The default allocator's errors: the headline (what a run gets unless it sets PYTORCH_CUDA_ALLOC_CONF)."""
+        return self.allocators.get("default") or ErrorStats(scenarios=0, median_device_error=None, max_device_error=None,
+                                                            median_allocated_error=None, max_allocated_error=None)
 
 
 def split_halves(records: list[Measurement]) -> tuple[list[Measurement], list[Measurement]]:
-    """Two folds: distinct (model, settings) pairs, sorted by scenario name, go alternately to each half, and
-    repeats of one pair (a Trainer twin, a capped rerun) go with it, so no held-out run has its twin in the fit."""
-    groups: dict[str, list[Measurement]] = {}
-    for r in sorted(records, key=lambda r: r.scenario.name):
-        key = r.scenario.model + r.scenario.settings.model_dump_json()
-        groups.setdefault(key, []).append(r)
+    """Two folds: for each allocator setting, distinct (model, settings) pairs, sorted by scenario name, go
+    alternately to each half, and repeats of one pair (a Trainer twin, a capped rerun) go with it, so no
+    held-out run has its twin in the fit."""
     halves: tuple[list[Measurement], list[Measurement]] = ([], [])
-    for i, members in enumerate(groups.values()):
-        halves[i % 2].extend(members)
+    for expandable in (False, True):
+        groups: dict[str, list[Measurement]] = {}
+        for r in sorted(records, key=lambda r: r.scenario.name):
+            settings = record_settings(r)
+            if settings.expandable_segments == expandable:
+                groups.setdefault(r.scenario.model + settings.model_dump_json(), []).append(r)
+        for i, members in enumerate(groups.values()):
+            halves[i % 2].extend(members)
     return halves
 
 
@@ -157,10 +203,12 @@ def validate(records: list[Measurement], profile: OverheadProfile, margin: float
     rows = []
     for r in records:
         arch = resolve_model(r.scenario.model)
-        est = estimate(arch, r.scenario.settings, profile)
+        settings = record_settings(r)
+        est = estimate(arch, settings, profile)
         cap = r.scenario.memory_cap_bytes
         row = Row(
             scenario=r.scenario.name, model=r.scenario.model, status=r.status,
+            allocator="expandable_segments" if settings.expandable_segments else "default",
             measured_device=r.peak_device, predicted_device=est.device_peak, predicted_uncertain=est.uncertain_bytes,
             measured_allocated=r.peak_allocated, predicted_allocated=est.allocated_peak,
             device_error=(est.device_peak - r.peak_device) / r.peak_device if r.status == "ok" and r.peak_device else None,
@@ -172,43 +220,71 @@ def validate(records: list[Measurement], profile: OverheadProfile, margin: float
     return summarise(profile.name, profile.fit.get("scenarios", []), rows)
 
 
-def summarise(profile: str, fitted_on: list[str], rows: list[Row]) -> Validation:
-    dev = [abs(x.device_error) for x in rows if x.device_error is not None and x.cap_bytes is None]
-    alloc = [abs(x.allocated_error) for x in rows if x.allocated_error is not None and x.cap_bytes is None]
-    return Validation(
-        profile=profile,
-        fitted_on=fitted_on,
-        rows=sorted(rows, key=lambda x: x.scenario),
+def error_stats(rows: list[Row]) -> ErrorStats:
+    done = [x for x in rows if x.device_error is not None and x.cap_bytes is None]
+    dev = [abs(x.device_error) for x in done]
+    alloc = [abs(x.allocated_error) for x in done if x.allocated_error is not None]
+    return ErrorStats(
+        scenarios=len(done),
         median_device_error=statistics.median(dev) if dev else None,
         max_device_error=max(dev) if dev else None,
         median_allocated_error=statistics.median(alloc) if alloc else None,
         max_allocated_error=max(alloc) if alloc else None,
+    )
+
+
+def summarise(profile: str, fitted_on: list[str], rows: list[Row]) -> Validation:
+    allocators = sorted({x.allocator for x in rows}, key=lambda name: name != "default")
+    return Validation(
+        profile=profile,
+        fitted_on=fitted_on,
+        rows=sorted(rows, key=lambda x: (x.allocator != "default", x.scenario)),
+        allocators={name: error_stats([x for x in rows if x.allocator == name]) for name in allocators},
         false_fits=[x.scenario for x in rows if x.predicted_fits_cap and x.status == "oom"],
     )
 
 
+def _rounded(stats: ErrorStats) -> dict:
+    return {
+        "scenarios": stats.scenarios,
+        "median_abs_device_error": round(stats.median_device_error, 4),
+        "max_abs_device_error": round(stats.max_device_error, 4),
+        "median_abs_allocated_error": round(stats.median_allocated_error, 4),
+        "max_abs_allocated_error": round(stats.max_allocated_error, 4),
+    }
+
+
 def calibrate(records: list[Measurement], name: str, base: OverheadProfile) -> OverheadProfile:
     """The profile fitted on all records, with the held-out statistics of the same fit (two folds) and the
-    safety margin they justify: the worst held-out under-prediction of peak device memory as a share of the
-    estimate's uncertain part (``Estimate.uncertain_bytes``: what is not an exact tensor count), rounded up
-    to a whole percent. Plans keep ``safety_margin * uncertain_bytes`` free by default."""
+    safety margin they justify, per allocator setting: the worst held-out under-prediction of peak device
+    memory as a share of the estimate's uncertain part (``Estimate.uncertain_bytes``: what is not an exact
+    tensor count), rounded up to a whole percent. Plans keep ``safety_margin * uncertain_bytes`` free by default."""
     profile = fit_profile(records, name, base)
     check = cross_validate(records, base)
     held = [row for row in check.rows if row.device_error is not None and row.cap_bytes is None]
-    under = max([0.0] + [(row.measured_device - row.predicted_device) / row.predicted_uncertain for row in held])
-    return profile.model_copy(update={
-        "safety_margin": max(math.ceil(100 * under) / 100, 0.01),
-        "validation": {
-            "method": "two-fold cross-validation (qplan validate)",
-            "scenarios": len(held),
-            "median_abs_device_error": round(check.median_device_error, 4),
-            "max_abs_device_error": round(check.max_device_error, 4),
-            "worst_device_underprediction": round(max([0.0] + [-row.device_error for row in held]), 4),
-            "worst_underprediction_of_uncertain_part": round(under, 4),
-            "median_abs_allocated_error": round(check.median_allocated_error, 4),
-            "max_abs_allocated_error": round(check.max_allocated_error, 4),
-        },
-    })
+    default = [row for row in held if row.allocator == "default"]
+    expandable = [row for row in held if row.allocator != "default"]
+    validation = {
+        "method": "two-fold cross-validation (qplan validate)",
+        **_rounded(check.default),
+        "worst_device_underprediction": round(max([0.0] + [-row.device_error for row in default]), 4),
+        "worst_underprediction_of_uncertain_part": round(_worst_share(default), 4),
+    }
+    if expandable and profile.expandable_segments is not None:
+        validation["expandable_segments"] = {**_rounded(check.allocators["expandable_segments"]),
+                                             "worst_underprediction_of_uncertain_part": round(_worst_share(expandable), 4)}
+        profile = profile.model_copy(update={"expandable_segments": profile.expandable_segments.model_copy(
+            update={"safety_margin": _margin(expandable)})})
+    return profile.model_copy(update={"safety_margin": _margin(default), "validation": validation})
+
+
+def _worst_share(rows: list[Row]) -> float:
+    """The worst under-prediction of peak device memory as a share of the estimate's uncertain part."""
+    return max([0.0] + [(row.measured_device - row.predicted_device) / row.predicted_uncertain for row in rows])
+
+
+def _margin(rows: list[Row]) -> float:
+    return max(math.ceil(100 * _worst_share(rows)) / 100, 0.01)
 
 
 def write_profile(profile: OverheadProfile, path: Path, force: bool = False) -> None:

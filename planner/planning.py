@@ -18,7 +18,7 @@ from .memory.overhead import OverheadProfile, select_profile
 from .memory.weights import frozen_weight_components
 from .plan import Alternative, GpuInfo, Plan, plan_from_estimate
 from .recommend import Search, best
-from .settings import Parallel, TrainSettings
+from .settings import EXPANDABLE, Parallel, TrainSettings
 from .units import fmt_gib
 
 MAX_FSDP_GPUS = 16
@@ -38,14 +38,15 @@ class Request:
     top: int = 5
 
 
-def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | None) -> GpuInfo:
+def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | None, expandable: bool = False) -> GpuInfo:
     """Usable = nvidia-smi total - driver reserve. The safety margin is either a share of usable memory
     (``margin``, what ``--margin`` gives: budget = usable * (1 - margin)) or, by default, the profile's
     ``safety_margin`` share of each estimate's uncertain part (budget = usable; see :func:`estimator_for`)."""
     usable = gpu.total_bytes - profile.driver_reserved_bytes
     if margin is None:
-        rule = (f"{profile.safety_margin:.0%} of the estimated (not exactly counted) part of each plan, the worst "
-                f"held-out under-prediction of profile {profile.name}")
+        allocator = "expandable segments" if expandable and profile.expandable_segments else "default allocator"
+        rule = (f"{profile.margin_share(expandable):.0%} of the estimated (not exactly counted) part of each plan, the "
+                f"worst held-out under-prediction of profile {profile.name} ({allocator})")
         budget = usable
     else:
         rule, budget = f"{margin:.0%} of usable memory (--margin)", int(usable * (1 - margin))
@@ -56,11 +57,12 @@ def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | Non
 def estimator_for(arch: Architecture, profile: OverheadProfile, parallel: Parallel,
                   margin: float | None) -> Callable[[TrainSettings], Estimate]:
     """Settings -> Estimate (per GPU for several), carrying its safety margin: with no explicit
-    ``margin``, ``ceil(profile.safety_margin * uncertain_bytes)``; an explicit one is in the budget instead."""
+    ``margin``, ``ceil(share * uncertain_bytes)`` with the profile's share for the run's allocator setting
+    (:meth:`OverheadProfile.margin_share`); an explicit one is in the budget instead."""
     def one(settings: TrainSettings) -> Estimate:
         est = parallel_estimate(arch, settings, profile, parallel)
         if margin is None:
-            est = replace(est, margin_bytes=ceil(profile.safety_margin * est.uncertain_bytes))
+            est = replace(est, margin_bytes=ceil(profile.margin_share(settings.expandable_segments) * est.uncertain_bytes))
         return est
     return one
 
@@ -86,7 +88,7 @@ def make_plan(request: Request) -> Plan:
     gpu = resolve_gpu(request.gpu)
     profile = select_profile(gpu.label, request.profile)
     parallel = request.parallel
-    info = gpu_info(gpu, parallel.gpus, profile, request.margin)
+    info = gpu_info(gpu, parallel.gpus, profile, request.margin, request.settings.expandable_segments)
     notes: list[str] = []
     settings = fsdp_recipe(request.settings) if parallel.sharded else request.settings
     if settings.compute_dtype == "bf16" and not gpu.bf16:
@@ -116,8 +118,25 @@ def make_plan(request: Request) -> Plan:
         notes.insert(0, why_not(arch, plan, info))
     if parallel.gpus > 1:
         notes.append(parallel_note(parallel))
+    note = expandable_note(estimator, chosen, plan.peak_bytes, profile)
+    if note:
+        notes.append(note)
     plan.notes = notes
     return plan
+
+
+def expandable_note(estimator: Callable[[TrainSettings], Estimate], settings: TrainSettings, peak: int,
+                    profile: OverheadProfile) -> str | None:
+    """What ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` would save on a plan made for the default
+    allocator, where the profile has measured it."""
+    if settings.expandable_segments or profile.expandable_segments is None:
+        return None
+    other = estimator(settings.model_copy(update={"expandable_segments": True}))
+    if other.device_peak >= peak:
+        return None
+    return (f"with PYTORCH_CUDA_ALLOC_CONF={EXPANDABLE} torch's allocator leaves less slack: this plan would peak at "
+            f"{fmt_gib(other.device_peak)} instead of {fmt_gib(peak)} (measured with profile {profile.name}); "
+            "plan for it with --expandable-segments")
 
 
 def parallel_note(parallel: Parallel) -> str:

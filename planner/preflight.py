@@ -30,6 +30,7 @@ swapped in, they change the algorithm); double quantization on (4-bit only); ran
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -47,7 +48,7 @@ from .memory import Estimate
 from .memory.overhead import select_profile
 from .plan import Plan, plan_from_estimate
 from .planning import Request, alternatives, estimator_for, frozen_per_gpu, gpu_info, parallel_note
-from .settings import RANKS, Parallel, TrainSettings
+from .settings import ALLOC_CONF, RANKS, Parallel, TrainSettings, expandable_in
 from .units import fmt_gib
 
 ADAMW_FAMILY = ("paged_adamw_32bit", "adamw_torch", "paged_adamw_8bit", "adamw_8bit")
@@ -158,6 +159,8 @@ def run_from_objects(model: Any, quantization_config: Any = None, lora_config: A
     config = parse_config(data, source="preflight", labels=API_LABELS)
     run = run_from_config(config, arch=resolve_arch(model), margin=margin, labels=API_LABELS)
     run.gpu = gpu
+    if expandable_in(os.environ.get(ALLOC_CONF)):  # this process is the training run: its allocator setting
+        run.mapped.settings = run.mapped.settings.model_copy(update={"expandable_segments": True})
     return run
 
 
@@ -170,7 +173,7 @@ def check(run: Run) -> CheckResult:
     by :func:`planner.planning.alternatives`."""
     gpu = run.gpu if isinstance(run.gpu, Gpu) else resolve_gpu(run.gpu)
     profile = select_profile(gpu.label)
-    info = gpu_info(gpu, run.gpus, profile, run.margin)
+    info = gpu_info(gpu, run.gpus, profile, run.margin, run.mapped.settings.expandable_segments)
     settings, arch = run.mapped.settings, run.arch
     parallel = Parallel(gpus=run.gpus)
     estimator = estimator_for(arch, profile, parallel, run.margin)

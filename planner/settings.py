@@ -16,6 +16,17 @@ Attn = Literal["sdpa", "eager", "flash_attention_2"]
 Dtype = Literal["bf16", "fp16"]
 Strategy = Literal["fsdp", "zero3", "ddp", "device-map"]
 
+ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
+EXPANDABLE = "expandable_segments:True"
+
+
+def expandable_in(alloc_conf: str | None) -> bool:
+    """Whether a ``PYTORCH_CUDA_ALLOC_CONF`` value turns on expandable segments (torch reads ``key:value``
+    pairs separated by commas; the value is case-insensitive)."""
+    pairs = (item.split(":", 1) for item in (alloc_conf or "").replace(" ", "").split(",") if ":" in item)
+    return any(key == "expandable_segments" and value.lower() == "true" for key, value in pairs)
+
+
 OPTIMIZERS: tuple[str, ...] = Optim.__args__  # type: ignore[attr-defined]
 RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
 
@@ -43,6 +54,8 @@ class TrainSettings(BaseModel):
     autocast: bool = Field(True, description="forward runs under CUDA autocast (Trainer bf16=True / fp16=True)")
     adapter_fp32: bool = Field(True, description="get_peft_model(autocast_adapter_dtype=True): LoRA weights in float32; "
                                "false keeps them in the model dtype, as FSDP-QLoRA does")
+    expandable_segments: bool = Field(False, description="the process runs with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+                                      "(torch's caching allocator grows segments instead of adding new ones)")
 
     @field_validator("targets", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ KNOBS = {
     "alpha": "alpha", "targets": "targets", "lora_dropout": "lora_dropout", "seq_len": "seq_len",
     "batch": "batch", "grad_accum": "grad_accum", "optim": "optim",
     "gradient_checkpointing": "gradient_checkpointing", "attn": "attn", "full": "full_finetune",
-    "prepare_kbit": "prepare_kbit", "autocast": "autocast",
+    "prepare_kbit": "prepare_kbit", "autocast": "autocast", "expandable_segments": "expandable_segments",
 }
 
 
@@ -45,6 +45,8 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", default=None, help="full fine-tuning in 16-bit (comparison)")
     parser.add_argument("--prepare-kbit", action=bool_opt, default=None, help="prepare_model_for_kbit_training (default on)")
     parser.add_argument("--autocast", action=bool_opt, default=None, help="Trainer bf16/fp16 autocast (default on)")
+    parser.add_argument("--expandable-segments", action="store_true", default=None,
+                        help="the run sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (less allocator slack)")
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[TrainSettings, set[str]]:

@@ -44,14 +44,18 @@ def run(args: argparse.Namespace) -> int:
         return "" if x is None else f"{gib(x):.2f}"
 
     for row in report.rows:
-        table.add_row(row.scenario, row.status, g(row.measured_device), g(row.predicted_device), pct(row.device_error),
+        name = row.scenario + (" (expandable)" if row.allocator != "default" else "")
+        table.add_row(name, row.status, g(row.measured_device), g(row.predicted_device), pct(row.device_error),
                       g(row.measured_allocated), g(row.predicted_allocated), pct(row.allocated_error))
     console = Console()
     console.print(table)
-    if report.median_device_error is not None:
+    for allocator, stats in report.allocators.items():
+        if stats.median_device_error is None:
+            continue
         console.print(
-            f"peak device memory: median |error| {100 * report.median_device_error:.2f}%, max {100 * report.max_device_error:.2f}%; "
-            f"peak allocated: median {100 * report.median_allocated_error:.2f}%, max {100 * report.max_allocated_error:.2f}%"
+            f"{allocator} allocator, {stats.scenarios} runs: peak device memory: median |error| "
+            f"{100 * stats.median_device_error:.2f}%, max {100 * stats.max_device_error:.2f}%; peak allocated: median "
+            f"{100 * stats.median_allocated_error:.2f}%, max {100 * stats.max_allocated_error:.2f}%"
         )
     console.print(f"false 'fits' (predicted to fit the cap, measured OOM): {len(report.false_fits)} {report.false_fits or ''}")
     return 0

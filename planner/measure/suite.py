@@ -18,10 +18,17 @@ from pydantic import ValidationError
 from ..errors import QPlanError
 from ..profiles import profiles_dir
 from ..results import Measurement, Scenario, Suite
+from ..settings import ALLOC_CONF, EXPANDABLE
 from . import fsdp
 from .configs import config_dir
 
 TIMEOUT_S = 900
+
+
+def alloc_env(settings) -> dict[str, str]:
+    """The worker's allocator setting: expandable segments when the scenario asks for them (recorded in the
+    measurement's ``provenance.alloc_conf``)."""
+    return {ALLOC_CONF: EXPANDABLE} if settings.expandable_segments else {}
 
 
 def load_suite(spec: str | Path) -> Suite:
@@ -85,7 +92,7 @@ def measure_one(scenario: Scenario, *, timeout: float = TIMEOUT_S, device: str =
     with tempfile.TemporaryDirectory(prefix="qplan-measure-") as tmp:
         result = Path(tmp) / "result.json"
         stderr_path = Path(tmp) / "stderr.txt"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **alloc_env(scenario.settings)}
         with stderr_path.open("w") as stderr:
             try:
                 code = subprocess.run(worker_command(scenario, result, device), stdout=stderr, stderr=stderr,

@@ -53,6 +53,7 @@ class Estimate:
     paged: int
     trainable_params: int
     recomputed_layer_bytes: int = 0  # one layer's activations when checkpointing recomputes them
+    expandable_segments: bool = False  # the allocator setting the reserved slack was computed for
     fp32_logits_bytes: int = 0  # 4*T*V
     exact_bytes: int = 0  # the part of device_peak that is stored tensors counted exactly (exact_names)
     margin_bytes: int = 0  # safety margin kept free beside this estimate (planning.estimator_for)
@@ -193,16 +194,17 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     peak_phase = max(totals, key=totals.__getitem__)
     allocated = totals[peak_phase]
     recomputed = act.recomputed_layer(arch, settings)
-    reserved = overhead.reserved(allocated, recomputed, logits.fp32_bytes)
+    reserved = overhead.reserved(allocated, recomputed, logits.fp32_bytes, settings.expandable_segments)
     return Estimate(
         phases=phases,
         peak_phase=peak_phase,
         allocated_peak=allocated,
         reserved_peak=reserved,
-        device_peak=reserved + overhead.cuda_context_bytes + optim.paged,
-        paged=optim.paged,
+        device_peak=reserved + overhead.cuda_context_bytes + optim.paged_resident,
+        paged=optim.paged_resident,
         trainable_params=n_train,
         recomputed_layer_bytes=recomputed,
+        expandable_segments=settings.expandable_segments,
         fp32_logits_bytes=logits.fp32_bytes,
-        exact_bytes=exact_at_peak(phases[peak_phase], exact_names(frozen, settings), optim.paged),
+        exact_bytes=exact_at_peak(phases[peak_phase], exact_names(frozen, settings), optim.paged_resident),
     )

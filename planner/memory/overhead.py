@@ -3,8 +3,12 @@ fragmentation. These are measured, not derived: each profile in ``profiles/overh
 library versions, date and scenarios it was fitted on (``qplan calibrate``).
 
     reserved_peak = allocated_peak * (1 + fragmentation_ratio) + fragmentation_bytes
-                  + fragmentation_recompute_ratio * S_layer (with gradient checkpointing, else 0)
+                  + fragmentation_recompute_ratio * S_rec (with gradient checkpointing, else 0)
                   + fragmentation_logits_ratio * 4*T*V
+
+with one set of terms for torch's default caching allocator and one for
+``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (``expandable_segments``), which grows a segment in place
+instead of adding one per size that does not fit, and so leaves far less slack.
     device_peak   = reserved_peak + cuda_context_bytes + paged optimizer state (resident)
 
 Why those two terms: on the H100 the reserved peak is reached in the forward pass. With checkpointing each
@@ -20,6 +24,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import QPlanError
 from ..profiles import load_profile_json, profiles_dir
+
+
+class AllocatorSlack(BaseModel):
+    """Reserved minus allocated at the peak for one allocator setting (formula in the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ratio: float = 0.0
+    bytes: int = 0
+    recompute_ratio: float = 0.0
+    logits_ratio: float = 0.0
+    safety_margin: float | None = Field(None, description="this allocator's own safety margin (see OverheadProfile)")
+    fit: dict = Field({}, description="the measurements these terms were fitted on")
+
+    def slack(self, allocated: int, recomputed_layer: int, fp32_logits: int) -> int:
+        return int(self.ratio * allocated + self.recompute_ratio * recomputed_layer + self.logits_ratio * fp32_logits) + self.bytes
 
 
 class OverheadProfile(BaseModel):
@@ -40,14 +60,26 @@ class OverheadProfile(BaseModel):
     driver_reserved_bytes: int = Field(0, description="device memory in use before any process starts (NVML)")
     safety_margin: float = Field(0.15, description="share of a plan's uncertain part (Estimate.uncertain_bytes) kept "
                                  "free by default: the worst held-out under-prediction as a share of it (qplan calibrate)")
+    expandable_segments: AllocatorSlack | None = Field(None, description="slack terms under expandable segments "
+                                                      "(None: not measured, the default allocator's terms stand in)")
     validation: dict = Field({}, description="held-out error statistics of this profile's fitting method")
     fit: dict = {}
 
-    def reserved(self, allocated: int, recomputed_layer: int = 0, fp32_logits: int = 0) -> int:
+    def allocator(self, expandable: bool = False) -> AllocatorSlack:
+        """The slack terms for torch's default allocator, or for expandable segments where measured."""
+        if expandable and self.expandable_segments is not None:
+            return self.expandable_segments
+        return AllocatorSlack(ratio=self.fragmentation_ratio, bytes=self.fragmentation_bytes,
+                              recompute_ratio=self.fragmentation_recompute_ratio, logits_ratio=self.fragmentation_logits_ratio)
+
+    def margin_share(self, expandable: bool = False) -> float:
+        """The safety margin (share of a plan's uncertain part) for the allocator setting."""
+        terms = self.expandable_segments if expandable else None
+        return terms.safety_margin if terms is not None and terms.safety_margin is not None else self.safety_margin
+
+    def reserved(self, allocated: int, recomputed_layer: int = 0, fp32_logits: int = 0, expandable: bool = False) -> int:
         """Peak reserved by the caching allocator for a peak ``allocated`` (formula in the module docstring)."""
-        slack = (self.fragmentation_ratio * allocated + self.fragmentation_recompute_ratio * recomputed_layer
-                 + self.fragmentation_logits_ratio * fp32_logits)
-        return allocated + int(slack) + self.fragmentation_bytes
+        return allocated + self.allocator(expandable).slack(allocated, recomputed_layer, fp32_logits)
 
 
 def available_profiles() -> list[OverheadProfile]:
