@@ -26,8 +26,8 @@ def test_built_model_uses_the_gpu_exactly_as_from_pretrained(tmp_path):
 def test_worker_measures_every_phase_on_the_gpu():
     from planner.catalog import resolve_model
     from planner.measure.suite import measure_one
-    from planner.memory import estimate
-    from planner.memory.overhead import select_profile
+    from planner.memory.optimizer import optimizer_memory
+    from planner.memory.trainable import trainable_tensors
     from planner.results import PHASES, Scenario
 
     scenario = Scenario(name="gpu-smoke", model="tinyllama-1.1b",
@@ -39,5 +39,6 @@ def test_worker_measures_every_phase_on_the_gpu():
     assert m.peak_reserved >= m.peak_allocated
     # r=64: lora_A of down_proj has 64 x 5632 >= 1e5 elements, so bitsandbytes pages its 8-bit state
     assert m.context_bytes > 0 and m.paged_bytes > 0
-    assert m.paged_bytes == estimate(resolve_model("tinyllama-1.1b"), scenario.settings, select_profile()).paged
+    settings = scenario.settings
+    assert m.paged_bytes == optimizer_memory(settings.optim, trainable_tensors(resolve_model("tinyllama-1.1b"), settings), 4).paged
     assert m.provenance.gpu_total_bytes > 0 and m.provenance.bitsandbytes

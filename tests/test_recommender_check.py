@@ -1,18 +1,23 @@
-"""The recommender against real training under a card-sized memory cap (H200 device run of 2026-11-29,
-profiles/measurements/recommender-check-h200.jsonl). The runs are plans qplan recommended for a 24 GB and a
-48 GB card at commit affb581; they trained, and qplan still calls them fitting. The same plans with seq_len
-doubled either ran out of memory or qplan says they do not fit."""
+"""The recommender against real training under a card-sized memory cap (H200). The plans qplan recommends
+for a 24 GB and a 48 GB card (profiles/suites/recommender-check.json, device run of 2026-11-30,
+profiles/measurements/recommender-check-2-h200.jsonl) trained, and qplan still recommends them; the same
+plans with seq_len doubled ran out of memory or qplan says they do not fit. The first check's runs (plans of
+commit affb581, 2026-11-29, recommender-check-h200.jsonl) are held to the same rule: no run qplan calls
+fitting ran out of memory."""
 
 import pytest
 
 from planner.calibrate import load_measurements
 from planner.catalog import resolve_model
+from planner.measure.suite import load_suite
 from planner.memory.overhead import select_profile
 from planner.planning import Request, estimator_for, make_plan
-from planner.settings import Parallel
 from planner.profiles import profiles_dir
+from planner.settings import Parallel
 
-RECORDS = {r.scenario.name: r for r in load_measurements([profiles_dir() / "measurements" / "recommender-check-h200.jsonl"])}
+MEASURED = profiles_dir() / "measurements"
+RECORDS = {r.scenario.name: r for r in load_measurements([MEASURED / "recommender-check-2-h200.jsonl"])}
+FIRST_CHECK = {r.scenario.name: r for r in load_measurements([MEASURED / "recommender-check-h200.jsonl"])}
 CARDS = {"rec24": ("llama-3.1-8b", "24GB"), "rec48": ("llama-2-70b", "48GB")}
 
 
@@ -22,21 +27,31 @@ def fits_under_cap(record) -> bool:
     return est.required_bytes <= record.scenario.memory_cap_bytes
 
 
+def test_every_suite_scenario_ran():
+    assert sorted(s.name for s in load_suite("recommender-check").scenarios) == sorted(RECORDS)
+
+
 @pytest.mark.parametrize("card", sorted(CARDS))
-def test_recommended_plan_trained_and_still_fits(card):
+def test_recommended_plan_trained_and_is_still_the_recommendation(card):
     model, gpu = CARDS[card]
     (record,) = [r for name, r in RECORDS.items() if name.startswith(card) and not name.endswith("seqx2")]
     plan = make_plan(Request(model=model, gpu=gpu))
+    top = plan.recommendations[0].settings
     assert record.scenario.memory_cap_bytes == plan.gpu.usable_bytes
     assert record.status == "ok" and record.peak_device <= record.scenario.memory_cap_bytes
     assert fits_under_cap(record)
-    assert plan.recommendations and plan.recommendations[0].settings.seq_len >= record.scenario.settings.seq_len
+    wanted = {"rank": top.rank, "seq_len": top.seq_len, "batch": top.batch, "optim": top.optim}
+    assert record.scenario.settings.model_dump(include=set(wanted)) == wanted
 
 
-@pytest.mark.parametrize("name", sorted(RECORDS))
+@pytest.mark.parametrize("card", sorted(CARDS))
+def test_doubled_seq_len_ran_out_of_memory_or_qplan_refuses_it(card):
+    (record,) = [r for name, r in RECORDS.items() if name.startswith(card) and name.endswith("seqx2")]
+    assert record.status == "oom" or not fits_under_cap(record)
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS) + sorted(FIRST_CHECK))
 def test_no_run_qplan_calls_fitting_ran_out_of_memory(name):
-    record = RECORDS[name]
+    record = RECORDS.get(name) or FIRST_CHECK[name]
     if fits_under_cap(record):
         assert record.status == "ok"
-    if name.endswith("seqx2"):
-        assert record.status == "oom" or not fits_under_cap(record)
