@@ -122,8 +122,10 @@ def test_readme_publishes_the_profiles_validation():
     readme = path.read_text()
     profile = select_profile(name=PROFILE)
     v = profile.validation
-    assert f"| peak device memory (NVML) | {v['median_abs_device_error']:.1%} | {v['max_abs_device_error']:.1%} |" in readme
-    assert f"| peak allocated (`max_memory_allocated`) | {v['median_abs_allocated_error']:.1%} | {v['max_abs_allocated_error']:.1%} |" in readme
     e = v["expandable_segments"]
-    assert f"| peak device memory, expandable segments | {e['median_abs_device_error']:.1%} | {e['max_abs_device_error']:.1%} |" in readme
-    assert f"{profile.safety_margin:.0%} of the estimated part" in readme
+    assert f"| peak device memory (NVML) | {v['scenarios']} | {v['median_abs_device_error']:.1%} | {v['max_abs_device_error']:.1%} |" in readme
+    assert f"| peak device memory, expandable segments | {e['scenarios']} | {e['median_abs_device_error']:.1%} | {e['max_abs_device_error']:.1%} |" in readme
+    assert (f"| peak allocated (`max_memory_allocated`) | {v['scenarios']} | {v['median_abs_allocated_error']:.1%} | "
+            f"{v['max_abs_allocated_error']:.1%} |") in readme
+    assert f"{profile.safety_margin:.0%} of the estimated part for the default allocator" in readme
+    assert f"{profile.expandable_segments.safety_margin:.0%} with expandable segments" in readme

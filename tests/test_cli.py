@@ -53,6 +53,22 @@ def test_rich_output_names_units_and_verdict():
     assert "GiB" in done.stdout and "FITS" in done.stdout
 
 
+def test_expandable_segments_are_planned_when_asked_and_offered_otherwise(capsys):
+    """--expandable-segments plans with the allocator terms measured under it (less slack, its own margin);
+    without it, the plan notes what the setting would save."""
+    main(["--model", "llama-3.1-8b", "--gpu", "24GB", "--rank", "32", "--seq-len", "4096", "--batch", "1", "--json"])
+    default = json.loads(capsys.readouterr().out)
+    main(["--model", "llama-3.1-8b", "--gpu", "24GB", "--rank", "32", "--seq-len", "4096", "--batch", "1", "--json",
+          "--expandable-segments"])
+    expandable = json.loads(capsys.readouterr().out)
+    assert expandable["settings"]["expandable_segments"] and not default["settings"]["expandable_segments"]
+    assert expandable["allocated_peak_bytes"] == default["allocated_peak_bytes"]
+    assert expandable["peak_bytes"] < default["peak_bytes"] and expandable["margin_bytes"] < default["margin_bytes"]
+    assert "expandable segments" in expandable["gpu"]["margin_rule"]
+    assert any("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in note for note in default["notes"])
+    assert not any("PYTORCH_CUDA_ALLOC_CONF" in note for note in expandable["notes"])
+
+
 def test_schema_verb_prints_json_schema(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

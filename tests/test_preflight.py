@@ -25,6 +25,16 @@ def test_dicts_fit_and_the_plan_is_the_run_as_given():
     assert plan.headroom_bytes == plan.gpu.budget_bytes - plan.peak_bytes - plan.margin_bytes
 
 
+def test_the_training_process_allocator_setting_is_planned(monkeypatch):
+    """preflight() runs inside the training process: its PYTORCH_CUDA_ALLOC_CONF decides the allocator terms."""
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    default = preflight("llama-3.1-8b", QUANT, LORA, TRAIN, gpu="rtx4090")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512,expandable_segments:True")
+    expandable = preflight("llama-3.1-8b", QUANT, LORA, TRAIN, gpu="rtx4090")
+    assert expandable.settings.expandable_segments and not default.settings.expandable_segments
+    assert expandable.peak_bytes < default.peak_bytes
+
+
 def test_will_not_fit_carries_plan_and_suggestion():
     with pytest.raises(WillNotFit) as caught:
         preflight("llama-3.1-8b", QUANT, LORA, {**TRAIN, "max_length": 32768}, gpu="rtx4090")
