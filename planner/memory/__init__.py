@@ -6,13 +6,14 @@ Each phase is a dict of the components alive at its peak, so a plan's breakdown 
     load       = frozen weights + the bf16 copy alive while prepare_model_for_kbit_training casts the
                  largest matrix to fp32
     forward    = persistent [+ grads when accumulating] + autocast LoRA weight copies + saved activations
-                 [+ KV cache without checkpointing] + logits/CE forward peak + autocast lm_head copy
-    backward   = the larger of
+                 + the larger of: the loss (KV cache without checkpointing, final norm output, logits/CE
+                 forward peak, autocast lm_head copy) and eager attention's softmax in the last layer
+    backward   = the largest of
                  start:  persistent [+ grads] + copies (none with checkpointing) + activations + CE backward
                          peak + lm_head copy
-                 layer:  persistent + grads + copies (one layer's with checkpointing) + activations
-                         (checkpoints) + one recomputed layer
-                         + backward working set + dequantized weight (+ eager attention transient)
+                 layer:  persistent + grads + copies (one layer's with checkpointing) + checkpoints
+                         + one of act.layer_backward_moments (recomputed activations, working set,
+                         dequantized weight or eager scores)
     optimizer  = persistent + grads + optimizer step temporaries
 
     allocated_peak = the largest phase (what torch.cuda.max_memory_allocated shows)

@@ -26,7 +26,10 @@ Per layer (no checkpointing), ``S_layer`` =
              per-module cast (``p_l*T*in``); with dropout>0 always ``T*in*(p_l+1)`` (output + bool mask)
   LoRA B     ``p_l*T*r`` per targeted module
 With gradient checkpointing only the layer input (``p_s*T*h``) is kept per layer; backward recomputes one
-layer at a time, so one ``S_layer`` plus the backward working set is alive.
+layer at a time (``S_rec = S_layer - p_s*T*h``, its input being the checkpoint) and peaks at one of the moments
+of :func:`layer_backward_moments`, read off the GPU allocator's history (``planner.measure.timeline``).
+Besides the layers: the KV cache of a forward without checkpointing, the final norm's output, and the
+sliding-window mask.
 """
 
 from __future__ import annotations
