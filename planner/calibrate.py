@@ -8,8 +8,9 @@ Parameters fitted (few, each physical; the tensor formulas themselves are not tu
 - ``fragmentation_bytes`` / ``fragmentation_recompute_ratio`` / ``fragmentation_logits_ratio``: least squares
   of the measured allocator slack (peak reserved - peak allocated) on [1, one recomputed layer's activations,
   fp32 logits], both analytic (see ``memory/overhead.py`` for why these two). ``fragmentation_ratio`` is 0.
-  Runs of the default allocator fit these; runs under ``expandable_segments:True`` (their settings, or the
-  ``PYTORCH_CUDA_ALLOC_CONF`` in their provenance) fit the profile's ``expandable_segments`` terms the same way.
+  Runs of the default allocator fit these. Runs under ``expandable_segments:True`` (their settings, or the
+  ``PYTORCH_CUDA_ALLOC_CONF`` in their provenance) fit the profile's ``expandable_segments`` terms: a share of
+  the allocated peak and of the fp32 logits (``EXPANDABLE_TERMS``).
 - ``cuda_context_bytes`` and ``driver_reserved_bytes`` come from the default-allocator runs, which are the
   profile's own GPU.
 The tensor formulas are not tuned.
@@ -81,21 +82,30 @@ def record_settings(record: Measurement) -> TrainSettings:
     return record.scenario.settings
 
 
-def _slack_features(record: Measurement) -> list[float]:
-    """[1, recomputed layer, fp32 logits] of the record's analytic estimate (no overhead terms needed)."""
+def _slack_features(record: Measurement) -> dict[str, float]:
+    """What each :class:`AllocatorSlack` term multiplies, from the record's analytic estimate (no overhead terms
+    needed): 1, the allocated peak, one recomputed layer's activations, the fp32 logits."""
     est = estimate(resolve_model(record.scenario.model), record_settings(record), _NO_OVERHEAD)
-    return [1.0, float(est.recomputed_layer_bytes), float(est.fp32_logits_bytes)]
+    return {"bytes": 1.0, "ratio": float(est.allocated_peak), "recompute_ratio": float(est.recomputed_layer_bytes),
+            "logits_ratio": float(est.fp32_logits_bytes)}
 
 
-def fit_slack(records: list[Measurement], recompute: bool = True) -> AllocatorSlack:
-    """Least squares of peak reserved - peak allocated on :func:`_slack_features` (without the recomputed layer
-    when ``recompute`` is false: under expandable segments the recompute's blocks are reused and only the
-    logits' leave slack, measured)."""
+DEFAULT_TERMS = ("bytes", "recompute_ratio", "logits_ratio")
+# Under expandable segments the recompute's blocks are reused and a constant does not carry to small models
+# (TinyLlama at 1024 tokens leaves 0.15 GiB where 7B-class runs leave 0.6-0.9): a share of the allocated peak
+# and of the logits, chosen by held-out error on the 13 expandable runs.
+EXPANDABLE_TERMS = ("ratio", "logits_ratio")
+
+
+def fit_slack(records: list[Measurement], terms: tuple[str, ...] = DEFAULT_TERMS) -> AllocatorSlack:
+    """Least squares of peak reserved - peak allocated on the ``terms`` of :func:`_slack_features`."""
     features = [_slack_features(r) for r in records]
-    if not recompute:
-        features = [[one, 0.0, logits] for one, _, logits in features]
-    constant, per_recompute, per_logits = least_squares(features, [float(r.peak_reserved - r.peak_allocated) for r in records])
-    return AllocatorSlack(bytes=int(constant), recompute_ratio=round(per_recompute, 4), logits_ratio=round(per_logits, 4))
+    coefficients = least_squares([[f[term] for term in terms] for f in features],
+                                 [float(r.peak_reserved - r.peak_allocated) for r in records])
+    fitted = dict(zip(terms, coefficients))
+    return AllocatorSlack(ratio=round(fitted.get("ratio", 0.0), 4), bytes=int(fitted.get("bytes", 0.0)),
+                          recompute_ratio=round(fitted.get("recompute_ratio", 0.0), 4),
+                          logits_ratio=round(fitted.get("logits_ratio", 0.0), 4))
 
 
 def fit_profile(records: list[Measurement], name: str, base: OverheadProfile) -> OverheadProfile:
@@ -111,7 +121,7 @@ def fit_profile(records: list[Measurement], name: str, base: OverheadProfile) ->
     expandable_terms = base.expandable_segments
     if len(expandable) >= 3:
         gpus = sorted({r.provenance.gpu_name for r in expandable if r.provenance})
-        expandable_terms = fit_slack(expandable, recompute=False).model_copy(update={"fit": {
+        expandable_terms = fit_slack(expandable, EXPANDABLE_TERMS).model_copy(update={"fit": {
             "gpus": gpus, "scenarios": sorted(r.scenario.name for r in expandable)}})
     profile = base.model_copy(update={
         "name": name,
