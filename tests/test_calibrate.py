@@ -17,7 +17,8 @@ from planner.profiles import profiles_dir
 
 MEASUREMENTS = profiles_dir() / "measurements" / "core-h100.jsonl"
 EXPANDABLE = profiles_dir() / "measurements" / "core-expandable-h200.jsonl"
-CALIBRATION = [MEASUREMENTS, EXPANDABLE, profiles_dir() / "measurements" / "expandable-setting-h200.jsonl"]
+CALIBRATION = [MEASUREMENTS, EXPANDABLE] + [profiles_dir() / "measurements" / name
+                                           for name in ("expandable-setting-h200.jsonl", "expandable-2-h200.jsonl")]
 PROFILE = "h100-torch2.11"
 
 
