@@ -179,8 +179,7 @@ class Validation(BaseModel):
     @property
     def default(self) -> ErrorStats:
         """The default allocator's errors: the headline (what a run gets unless it sets PYTORCH_CUDA_ALLOC_CONF)."""
-        return self.allocators.get("default") or ErrorStats(scenarios=0, median_device_error=None, max_device_error=None,
-                                                            median_allocated_error=None, max_allocated_error=None)
+        return self.allocators.get("default") or error_stats([])
 
 
 def split_halves(records: list[Measurement]) -> tuple[list[Measurement], list[Measurement]]:

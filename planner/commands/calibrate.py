@@ -31,4 +31,11 @@ def run(args: argparse.Namespace) -> int:
         f"{profile.validation['median_abs_device_error']:.1%}, max {profile.validation['max_abs_device_error']:.1%}: "
         f"default safety margin {profile.safety_margin:.0%} of each plan's uncertain part"
     )
+    terms, check = profile.expandable_segments, profile.validation.get("expandable_segments")
+    if terms is not None and check:
+        print(
+            f"expandable segments: reserved = allocated x {1 + terms.ratio:.4f} + {terms.logits_ratio} x fp32 logits, "
+            f"held-out median {check['median_abs_device_error']:.1%}, max {check['max_abs_device_error']:.1%}: "
+            f"safety margin {terms.safety_margin:.0%}"
+        )
     return 0

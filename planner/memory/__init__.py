@@ -168,14 +168,14 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     logits_end = {
         **persistent, **in_flight,
         "KV cache (use_cache, no checkpointing)": act.kv_cache(arch, settings),
-        "final norm output": act.final_norm_output(arch, settings),
+        act.FINAL_NORM_OUTPUT: act.final_norm_output(arch, settings),
         "logits + cross-entropy forward": logits.forward_peak,
     }
     eager_attention = {  # the last layer's softmax, before the final norm and logits exist
         **persistent, "gradients (accumulating)": in_flight["gradients (accumulating)"],
         "autocast copies of LoRA weights": copies.forward,
         "activations kept for backward": layers_kept + act.shared_inputs(arch, settings),
-        "eager attention scores (transient)": act.eager_forward(arch, settings),
+        act.EAGER: act.eager_forward(arch, settings),
     }
     loss_backward = {**persistent, **in_flight, "autocast copies of LoRA weights": copies.loss_backward,
                      "logits + cross-entropy backward": logits.backward_peak}

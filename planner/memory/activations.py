@@ -193,11 +193,12 @@ def eager_forward(arch: Architecture, settings: TrainSettings) -> int:
             + p * t * (arch.hidden + arch.attn_width + 2 * arch.kv_width) + repeats)
 
 
-# Names of the parts of a backward moment (phase components of planner.memory.estimate).
+# Names of the transient, one-layer-at-a-time parts of a phase (components of planner.memory.estimate).
 RECOMPUTED = "recomputed layer activations"
 WORKING = "backward working set"
 DEQUANT = "dequantized weight (transient)"
 EAGER = "eager attention scores (transient)"
+FINAL_NORM_OUTPUT = "final norm output"
 
 
 def layer_backward_moments(arch: Architecture, settings: TrainSettings, dequant: int) -> dict[str, dict[str, int]]:

@@ -47,6 +47,7 @@ from ..architecture import Architecture
 from ..settings import Parallel, TrainSettings
 from ..units import MiB
 from . import Estimate, estimate, exact_at_peak, exact_names
+from . import activations as act
 from .optimizer import optimizer_memory
 from .overhead import OverheadProfile
 from .trainable import trainable_params, trainable_tensors
@@ -74,10 +75,10 @@ MASTER = "fp32 master copy of the adapters (ZeRO)"
 DDP_BUCKETS = "DDP gradient buckets (a copy of the gradients)"
 STEP_TEMP = "optimizer step temporaries"
 OUTSIDE_LAYERS = ("embeddings", "lm_head", "embeddings + tied lm_head")
-LAST_GPU = ("lm_head", "lm_head autocast bf16 copy", "logits + cross-entropy forward", "logits + cross-entropy backward")
+LAST_GPU = ("lm_head", "lm_head autocast bf16 copy", "logits + cross-entropy forward", "logits + cross-entropy backward",
+            act.FINAL_NORM_OUTPUT)
 FIRST_GPU = ("embeddings", "embeddings + tied lm_head", "bf16 copy during fp32 cast")
-WHOLE_ON_EACH = ("cuBLAS workspace", "recomputed layer activations", "backward working set",
-                 "dequantized weight (transient)", "eager attention scores (transient)")
+WHOLE_ON_EACH = ("cuBLAS workspace", act.RECOMPUTED, act.WORKING, act.DEQUANT, act.EAGER)
 
 
 def fsdp_recipe(settings: TrainSettings) -> TrainSettings:
