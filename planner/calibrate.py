@@ -71,7 +71,8 @@ def least_squares(rows: list[list[float]], ys: list[float]) -> list[float]:
     return coeffs
 
 
-_NO_OVERHEAD = OverheadProfile(name="features", status="literature", gpu="*", source="", cuda_context_bytes=0,
+# Tensors only: for estimates whose allocator and context terms are being fitted, or left out.
+NO_OVERHEAD = OverheadProfile(name="features", status="literature", gpu="*", source="", cuda_context_bytes=0,
                                cublas_workspace_bytes=0, fragmentation_ratio=0.0)
 
 
@@ -85,7 +86,7 @@ def record_settings(record: Measurement) -> TrainSettings:
 def _slack_features(record: Measurement) -> dict[str, float]:
     """What each :class:`AllocatorSlack` term multiplies, from the record's analytic estimate (no overhead terms
     needed): 1, the allocated peak, one recomputed layer's activations, the fp32 logits."""
-    est = estimate(resolve_model(record.scenario.model), record_settings(record), _NO_OVERHEAD)
+    est = estimate(resolve_model(record.scenario.model), record_settings(record), NO_OVERHEAD)
     return {"bytes": 1.0, "ratio": float(est.allocated_peak), "recompute_ratio": float(est.recomputed_layer_bytes),
             "logits_ratio": float(est.fp32_logits_bytes)}
 

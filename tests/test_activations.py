@@ -7,18 +7,16 @@ import json
 
 import pytest
 
+from planner.calibrate import NO_OVERHEAD
 from planner.catalog import resolve_model
 from planner.memory import activations as act
 from planner.memory import estimate
 from planner.memory.optimizer import MANAGED_BLOCK, managed_resident, optimizer_memory
-from planner.memory.overhead import OverheadProfile
 from planner.memory.trainable import trainable_tensors
 from planner.profiles import profiles_dir
 from planner.settings import TrainSettings
 
 MEASURED = profiles_dir() / "measurements"
-NO_OVERHEAD = OverheadProfile(name="none", status="literature", gpu="*", source="", cuda_context_bytes=0,
-                              cublas_workspace_bytes=0, fragmentation_ratio=0.0)
 TINY = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 512,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
         "max_position_embeddings": 512}

@@ -19,7 +19,7 @@ from ..memory.activations import layer_saved
 from ..settings import TrainSettings
 from .build import build_model
 from .configs import load_config
-from .recipe import attach_adapter
+from .recipe import attach_adapter, vocab_size
 
 CASES = {  # name: (model, settings overrides)
     "llama-2-7b-s2048": ("llama-2-7b", {}),  # fp16 checkpoint, multi-head attention
@@ -30,15 +30,22 @@ CASES = {  # name: (model, settings overrides)
 }
 
 
+def shallow_model(model: str, settings: TrainSettings, layers: int, device: str):
+    """The model cut to its first ``layers`` decoder layers at full width, built and wrapped with the measuring
+    recipe; returns it and its decoder layers in order."""
+    config = load_config(model) | {"num_hidden_layers": layers}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        net = attach_adapter(build_model(tmp, settings, device), settings)
+    names = tuple(f"layers.{i}" for i in range(layers))
+    return net, [m for name, m in net.named_modules() if name.endswith(names)]
+
+
 def probe(model: str, overrides: dict, device: str = "cuda") -> dict:
     import torch
 
     settings = TrainSettings(seq_len=2048, batch=1, rank=64, gradient_checkpointing=False, **overrides)
-    config = load_config(model) | {"num_hidden_layers": 2}
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.json").write_text(json.dumps(config))
-        net = attach_adapter(build_model(tmp, settings, device), settings)
-    layers = [m for name, m in net.named_modules() if name.endswith(("layers.0", "layers.1"))]
+    net, layers = shallow_model(model, settings, 2, device)
     current: list[str] = ["outside"]
     for index, layer in enumerate(layers):
         layer.register_forward_pre_hook(lambda *_, i=index: current.__setitem__(0, f"layer{i}"))
@@ -53,7 +60,7 @@ def probe(model: str, overrides: dict, device: str = "cuda") -> dict:
             shapes.setdefault(current[0], []).append([list(t.shape), str(t.dtype).replace("torch.", ""), t.untyped_storage().nbytes()])
         return t
 
-    ids = torch.randint(0, config["vocab_size"], (1, settings.seq_len), device=device)
+    ids = torch.randint(0, vocab_size(net), (1, settings.seq_len), device=device)
     net.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(device, dtype=torch.bfloat16):
         net(input_ids=ids, labels=ids)

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 from ..settings import TrainSettings
-from .build import build_model
-from .configs import load_config
-from .recipe import attach_adapter, random_batch, vocab_size
+from .recipe import random_batch, vocab_size
+from .saved import shallow_model
 
 CASES = {  # name: (model, settings)
     "mistral-7b-r8-s2048-b8": ("mistral-7b-v0.1", dict(rank=8, seq_len=2048, batch=8)),
@@ -109,12 +107,8 @@ def probe(model: str, overrides: dict) -> dict:
     import torch
 
     settings = TrainSettings(gradient_checkpointing=True, **overrides)
-    config = load_config(model) | {"num_hidden_layers": LAYERS}
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.json").write_text(json.dumps(config))
-        net = attach_adapter(build_model(tmp, settings, "cuda"), settings)
+    net, layers = shallow_model(model, settings, LAYERS, "cuda")
     marks = Marks(torch)
-    layers = [m for name, m in net.named_modules() if name.endswith(tuple(f"layers.{i}" for i in range(LAYERS)))]
     for i, layer in enumerate(layers):
         layer.register_forward_pre_hook(lambda *_, i=i: marks(f"layer{i}"))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if settings.autocast else nullcontext()

@@ -157,7 +157,9 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
 
     checkpointing = settings.gradient_checkpointing
     layers_kept = act.checkpoint_saved(arch, settings) if checkpointing else arch.layers * act.layer_saved(arch, settings)
-    kept = layers_kept + act.shared_inputs(arch, settings) + act.final_norm_saved(arch, settings)
+    layers_kept += act.shared_inputs(arch, settings)  # what the layers keep, before and after the final norm
+    kept = layers_kept + act.final_norm_saved(arch, settings)
+    recomputed = act.recomputed_layer(arch, settings)
     copies = autocast_copies(arch, settings, n_train, p_train)
     in_flight = {
         "gradients (accumulating)": grads if settings.grad_accum > 1 else 0,
@@ -174,15 +176,15 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     eager_attention = {  # the last layer's softmax, before the final norm and logits exist
         **persistent, "gradients (accumulating)": in_flight["gradients (accumulating)"],
         "autocast copies of LoRA weights": copies.forward,
-        "activations kept for backward": layers_kept + act.shared_inputs(arch, settings),
+        "activations kept for backward": layers_kept,
         act.EAGER: act.eager_forward(arch, settings),
     }
     loss_backward = {**persistent, **in_flight, "autocast copies of LoRA weights": copies.loss_backward,
                      "logits + cross-entropy backward": logits.backward_peak}
     layer_backward = [
         {**persistent, "gradients": grads, "autocast copies of LoRA weights": copies.layer_backward,
-         "activations kept for backward": layers_kept + act.shared_inputs(arch, settings), **moment}
-        for moment in act.layer_backward_moments(arch, settings, dequant_temp_bytes(arch, settings)).values()
+         "activations kept for backward": layers_kept, **moment}
+        for moment in act.layer_backward_moments(arch, settings, recomputed, dequant_temp_bytes(arch, settings)).values()
     ]
     phases = {
         "load": {**frozen, "bf16 copy during fp32 cast": 2 * arch.embedding_numel if float_bytes(settings) == 4 else 0},
@@ -194,7 +196,6 @@ def estimate(arch: Architecture, settings: TrainSettings, overhead: OverheadProf
     totals = {name: sum(parts.values()) for name, parts in phases.items()}
     peak_phase = max(totals, key=totals.__getitem__)
     allocated = totals[peak_phase]
-    recomputed = act.recomputed_layer(arch, settings)
     reserved = overhead.reserved(allocated, recomputed, logits.fp32_bytes, settings.expandable_segments)
     return Estimate(
         phases=phases,

@@ -201,8 +201,10 @@ EAGER = "eager attention scores (transient)"
 FINAL_NORM_OUTPUT = "final norm output"
 
 
-def layer_backward_moments(arch: Architecture, settings: TrainSettings, dequant: int) -> dict[str, dict[str, int]]:
+def layer_backward_moments(arch: Architecture, settings: TrainSettings, recomputed: int,
+                           dequant: int) -> dict[str, dict[str, int]]:
     """What one layer's backward adds at its candidate peaks, beyond the kept checkpoints; the largest wins.
+    ``recomputed`` is :func:`recomputed_layer`, ``dequant`` the dequantized-weight transient.
 
     Read off the caching allocator's history of real micro-steps (``planner.measure.timeline``,
     profiles/measurements/timeline-h200.json), with ``p = p_s``, ``x = T*h*p`` (the MLP input, and equally the
@@ -234,7 +236,6 @@ def layer_backward_moments(arch: Architecture, settings: TrainSettings, dequant:
         down_backward = {WORKING: base + 2 * t * arch.intermediate, DEQUANT: dequant}
     else:
         down_backward = {WORKING: base + 2 * t * arch.intermediate + grad_cast_back}
-    recomputed = recomputed_layer(arch, settings)
     moments = {"down_proj backward": {RECOMPUTED: recomputed - down_inputs if recomputed else 0, **down_backward}}
     if not settings.gradient_checkpointing:
         return moments
