@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..results import Provenance
+from ..settings import ALLOC_CONF
 from .nvml import Nvml
 
 LIBRARIES = ("transformers", "peft", "bitsandbytes", "accelerate")
@@ -48,5 +49,5 @@ def provenance(torch, nvml: Nvml) -> Provenance:
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         host=socket.gethostname(),
         git_commit=git_commit(),
-        alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or None,
+        alloc_conf=os.environ.get(ALLOC_CONF) or None,
     )
