@@ -328,3 +328,18 @@ def test_timeline_windows_find_the_peak_and_what_is_alive_there():
     assert report["forward"]["alive_at_peak"] == [[8192, 1, "m/b.py:1:b"], [4096, 1, "m/a.py:1:a"]]
     assert report["layer0"]["peak_above_step_start"] == 4096 + 2048 + 2048
     assert [1024, 2, "m/d.py:1:d"] in report["layer0"]["alive_at_peak"]
+
+
+@pytest.mark.parametrize("tool", ["saved", "timeline", "paged", "equality"])
+def test_gpu_tools_without_their_argument_or_a_gpu_are_one_line(tool):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    import subprocess
+
+    for args in ([], ["/tmp/qplan-tool-out.json"]):
+        result = subprocess.run([sys.executable, "-m", f"planner.measure.{tool}", *args], capture_output=True, text=True,
+                                timeout=120)
+        err = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(err) == 1 and "Traceback" not in result.stderr
+        assert ("usage:" in err[0]) if not args and tool != "equality" else ("CUDA" in err[0])

@@ -175,7 +175,7 @@ def harness(monkeypatch):
 
     monkeypatch.setattr("planner.measure.suite.run_suite", run_suite)
     monkeypatch.setattr("planner.measure.suite.load_suite", load_suite)
-    monkeypatch.setattr("planner.commands.measure.require_cuda", lambda gpus=1: None)
+    monkeypatch.setattr("planner.measure.cuda.require_cuda", lambda gpus=1: None)
     return calls
 
 

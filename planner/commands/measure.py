@@ -12,10 +12,10 @@ Exit codes: 0 every scenario measured (ok or oom), 1 some ended in an error, 2 b
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import QPlanError
+from ..measure.cuda import require_cuda
 from ..results import Measurement, Scenario, Suite
 from ..units import fmt_gib, parse_size
 from .plan import add_knob_arguments, settings_from_args
@@ -65,21 +65,6 @@ def scenarios_from_args(args: argparse.Namespace) -> list[Scenario]:
     if not scenarios:
         raise QPlanError("no scenario selected")
     return scenarios
-
-
-def require_cuda(gpus: int = 1) -> None:
-    """One line and exit 2 when this machine cannot measure (no CUDA, or fewer GPUs than a scenario runs on).
-    torch is asked through NVML (``PYTORCH_NVML_BASED_CUDA_CHECK``), so this process does not initialise
-    CUDA beside the workers."""
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    try:
-        import torch
-    except ImportError:
-        raise QPlanError("qplan measure needs torch with CUDA (pip install 'qplan[gpu]')") from None
-    if not torch.cuda.is_available():
-        raise QPlanError("qplan measure needs a CUDA GPU and this machine has none (torch.cuda.is_available() is False)")
-    if torch.cuda.device_count() < gpus:
-        raise QPlanError(f"a scenario runs on {gpus} GPUs (FSDP) and this machine has {torch.cuda.device_count()}")
 
 
 def summary(m: Measurement) -> str:

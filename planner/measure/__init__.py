@@ -11,7 +11,10 @@
 - ``suite``: load and choose scenarios, run each in its own worker process, results as JSON lines as
   they finish (also used by ``qplan regress run``).
 - ``equality``: proof that ``build`` leaves the GPU exactly as ``from_pretrained`` does.
+- ``saved``, ``timeline``, ``paged``: probes of what autograd saves per layer, of what the caching allocator
+  holds at each micro-step peak, and of how much device memory paged optimizer state takes once resident.
+- ``cuda``: whether this machine can measure, and the one-line-error entry point of those GPU tools.
 
-Only ``configs``, ``cap`` and ``suite`` are imported by the CLI process; everything that imports torch
-runs inside the worker.
+Only ``configs``, ``cap``, ``cuda`` and ``suite`` are imported by the CLI process; everything that imports
+torch runs inside the worker or a tool.
 """

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..settings import TrainSettings
 from .configs import config_dir
+from .cuda import run_tool
 
 SETTINGS = TrainSettings(rank=16, seq_len=512, batch=1, grad_accum=1)
 # Must be equal. ``allocated`` need not be: the caching allocator does not split a cached block when less
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_tool(main, "python -m planner.measure.equality"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..catalog import resolve_model
 from ..memory.trainable import trainable_tensors
 from ..settings import TrainSettings
+from .cuda import run_tool
 from .nvml import Nvml
 
 CASES = [(model, 64, "paged_adamw_32bit") for model in ("llama-2-7b", "llama-2-13b", "llama-3.1-8b", "mistral-7b-v0.1", "qwen2.5-7b")]
@@ -66,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main, "python -m planner.measure.paged", "OUT.json"))

@@ -19,6 +19,7 @@ from ..memory.activations import layer_saved
 from ..settings import TrainSettings
 from .build import build_model
 from .configs import load_config
+from .cuda import run_tool
 from .recipe import attach_adapter, vocab_size
 
 CASES = {  # name: (model, settings overrides)
@@ -86,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main, "python -m planner.measure.saved", "OUT.json"))

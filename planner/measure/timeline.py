@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ..settings import TrainSettings
+from .cuda import run_tool
 from .recipe import random_batch, vocab_size
 from .saved import shallow_model
 
@@ -168,4 +169,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main, "python -m planner.measure.timeline", "OUT.json [CASE...]"))

@@ -32,7 +32,8 @@ def measure_suite(suite: Suite, out: Path, *, script: Path | None = None, force:
     """Run every scenario of ``suite`` through the measuring harness and return the results file
     (not yet written: see :func:`~.resultfile.write_results`). ``script`` is only recorded (path and git
     commit): the harness runs its own recipe, ``planner/measure/recipe.py``."""
-    from ..commands.measure import require_cuda, summary
+    from ..commands.measure import summary
+    from ..measure.cuda import require_cuda
     from ..measure.suite import TIMEOUT_S, run_suite
 
     if script is not None and not script.is_file():
