@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner import planning  # noqa: E402
-from planner.planning import Request, make_plan  # noqa: E402
-from planner.settings import TrainSettings  # noqa: E402
+from planner.pricing import price as planning  # noqa: E402
+from planner.pricing.price import Request, make_plan  # noqa: E402
+from planner.inputs.settings import TrainSettings  # noqa: E402
 
 COMMAND = [sys.executable, "-m", "planner.cli", "--model", "70b", "--gpu", "24GB"]
 ALL_KNOBS = ("seq_len", "batch", "rank", "optim", "gradient_checkpointing")

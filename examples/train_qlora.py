@@ -55,7 +55,7 @@ def load_model(spec: str, bnb_config, output_dir: Path):
     if folder.is_dir() and has_weights(folder):
         return AutoModelForCausalLM.from_pretrained(folder, quantization_config=bnb_config, device_map={"": 0}, dtype=torch.bfloat16), "from_pretrained"
     if not folder.is_dir():
-        from planner.catalog import find_entry
+        from planner.inputs.catalog import find_entry
 
         entry = find_entry(spec)
         if entry is None:  # a hub id: real weights
@@ -64,7 +64,7 @@ def load_model(spec: str, bnb_config, output_dir: Path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(entry.config))
     from planner.measure.build import build_model
-    from planner.settings import TrainSettings
+    from planner.inputs.settings import TrainSettings
 
     settings = TrainSettings(quant="nf4", double_quant=True, compute_dtype="bf16", attn="sdpa")
     return build_model(folder, settings, "cuda", log=lambda msg: print(f"build: {msg}", flush=True)), "random NF4 weights (planner.measure.build)"

@@ -4,7 +4,7 @@ config copies.
     python -m planner.catalog_build [--configs DIR]     # needs transformers; DIR defaults to ../shared/configs
 
 ``profiles/architecture_defaults.json``: the class defaults transformers' config classes give the fields
-:func:`planner.architecture.from_config` reads, for configs that leave them out (``null`` where the class
+:func:`planner.inputs.architecture.from_config` reads, for configs that leave them out (``null`` where the class
 default is ``None``, i.e. derived: ``head_dim`` -> hidden/heads, ``num_key_value_heads`` -> heads; a field the
 class does not have is absent, which the modeling code treats the same way).
 
@@ -26,8 +26,8 @@ import json
 import re
 from pathlib import Path
 
-from .architecture import config_keys, from_config
-from .profiles import load_profile_json, profiles_dir
+from planner.inputs.architecture import config_keys, from_config
+from planner.profiles import load_profile_json, profiles_dir
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen3_moe")
 FIELDS = (

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import QPlanError
+from planner.errors import QPlanError
 
 # verb -> module under planner.commands; modules are imported only when their verb is used,
 # so planning never pays for torch.

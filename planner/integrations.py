@@ -42,11 +42,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import __version__
-from .errors import QPlanError
-from .gpus import Gpu, resolve_gpu
-from .plan import Plan
-from .preflight import CheckResult, Suggestion, WillNotFit, check, describe_failure, run_from_objects, section_dict
+from planner import __version__
+from planner.errors import QPlanError
+from planner.inputs.gpus import Gpu, resolve_gpu
+from planner.output.plan import Plan
+from planner.preflight import CheckResult, Suggestion, WillNotFit, check, describe_failure, run_from_objects, section_dict
 
 logger = logging.getLogger("qplan")
 JSON_NAME = "qplan_memory.json"
@@ -120,7 +120,7 @@ def live_run_inputs(model: Any, args: Any) -> dict:
 
 
 def auto_gpu() -> Gpu:
-    """``gpu="auto"`` on a CUDA machine: NVML's card (:func:`planner.gpus.resolve_gpu`); without NVML's
+    """``gpu="auto"`` on a CUDA machine: NVML's card (:func:`planner.inputs.gpus.resolve_gpu`); without NVML's
     Python binding, the catalogue card of torch's device name, else torch's ``total_memory``."""
     import torch
 
@@ -241,7 +241,7 @@ def _define():
 
         def _nvml_used(self) -> tuple[int | None, str | None]:
             if self._nvml is None:
-                from .measure.nvml import Nvml  # pynvml, imported there; None readings without it
+                from planner.measure.nvml import Nvml  # pynvml, imported there; None readings without it
 
                 import torch
 

@@ -5,7 +5,7 @@
 
 The arguments may be the real ``BitsAndBytesConfig`` / ``LoraConfig`` / ``TrainingArguments`` (or trl
 ``SFTConfig``) objects, read by attribute (nothing is imported), or plain dicts with the same names; they
-go through the same sections as a ``qplan check`` config file (:mod:`planner.config_file`).
+go through the same sections as a ``qplan check`` config file (:mod:`planner.inputs.config_file`).
 
 **Smallest change** (searched with :func:`planner.memory.estimate` over the knobs below), best first:
 
@@ -22,7 +22,7 @@ go through the same sections as a ``qplan check`` config file (:mod:`planner.con
 Candidate values: checkpointing on; micro-batch divisors of the current one; the AdamW family
 (``adamw_torch``, ``adamw_8bit``, ``paged_adamw_32bit``, ``paged_adamw_8bit``; Adafactor and SGD are not
 swapped in, they change the algorithm); double quantization on (4-bit only); ranks from
-:data:`planner.settings.RANKS` below the current one; seq_len in multiples of 128 below the current one
+:data:`planner.inputs.settings.RANKS` below the current one; seq_len in multiples of 128 below the current one
 (binary search: memory grows with seq_len). Nothing that fits on this card: the plan's alternatives
 (larger card, more GPUs with FSDP-QLoRA, a smaller model of the family).
 """
@@ -39,17 +39,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .architecture import Architecture, from_config
-from .catalog import resolve_model
-from .config_file import SECTIONS, Mapped, RunConfig, parse_config, show, to_settings
-from .errors import QPlanError
-from .gpus import Gpu, resolve_gpu
-from .memory import Estimate
-from .memory.overhead import select_profile
-from .plan import Plan, plan_from_estimate
-from .planning import Request, alternatives, estimator_for, frozen_per_gpu, gpu_info, parallel_note
-from .settings import ALLOC_CONF, RANKS, Parallel, TrainSettings, expandable_in
-from .units import fmt_gib
+from planner.inputs.architecture import Architecture, from_config
+from planner.inputs.catalog import resolve_model
+from planner.inputs.config_file import SECTIONS, Mapped, RunConfig, parse_config, show, to_settings
+from planner.errors import QPlanError
+from planner.inputs.gpus import Gpu, resolve_gpu
+from planner.memory.estimate import Estimate
+from planner.memory.overhead import select_profile
+from planner.output.plan import Plan, plan_from_estimate
+from planner.pricing.price import Request, alternatives, estimator_for, frozen_per_gpu, gpu_info, parallel_note
+from planner.inputs.settings import ALLOC_CONF, RANKS, Parallel, TrainSettings, expandable_in
+from planner.inputs.units import fmt_gib
 
 ADAMW_FAMILY = ("paged_adamw_32bit", "adamw_torch", "paged_adamw_8bit", "adamw_8bit")
 # kind of change -> how much of the run it gives up (rule 3 above; seq_len is ranked by rule 2)
@@ -113,7 +113,7 @@ class CheckResult:
 
 
 def resolve_arch(model: Any) -> Architecture:
-    """A catalogue alias / path / hub id (``planner.catalog.resolve_model``), a config dict, a transformers
+    """A catalogue alias / path / hub id (``planner.inputs.catalog.resolve_model``), a config dict, a transformers
     ``PretrainedConfig`` (``.to_dict()``) or a model (``.config``)."""
     if isinstance(model, str):
         return resolve_model(model)
@@ -170,7 +170,7 @@ def run_from_objects(model: Any, quantization_config: Any = None, lora_config: A
 def check(run: Run) -> CheckResult:
     """The plan of the run exactly as configured; when it does not fit, ``plan.notes[0]`` says why and the
     smallest change that fits is searched, or (nothing fits on this card) ``plan.alternatives`` are filled
-    by :func:`planner.planning.alternatives`."""
+    by :func:`planner.pricing.price.alternatives`."""
     gpu = run.gpu if isinstance(run.gpu, Gpu) else resolve_gpu(run.gpu)
     profile = select_profile(gpu.label)
     info = gpu_info(gpu, run.gpus, profile, run.margin, run.mapped.settings.expandable_segments)

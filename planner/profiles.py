@@ -6,7 +6,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from .errors import QPlanError
+from planner.errors import QPlanError
 
 _HERE = Path(__file__).resolve().parent
 

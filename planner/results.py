@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .settings import TrainSettings
+from planner.inputs.settings import TrainSettings
 
 Phase = Literal["load", "adapter", "forward", "backward", "optimizer"]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]

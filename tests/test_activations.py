@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from planner.calibrate import NO_OVERHEAD
-from planner.catalog import resolve_model
+from planner.fit.calibrate import NO_OVERHEAD
+from planner.inputs.catalog import resolve_model
 from planner.memory import activations as act
-from planner.memory import estimate
+from planner.memory.estimate import estimate
 from planner.memory.optimizer import MANAGED_BLOCK, managed_resident, optimizer_memory
 from planner.memory.trainable import trainable_tensors
 from planner.profiles import profiles_dir
-from planner.settings import TrainSettings
+from planner.inputs.settings import TrainSettings
 
 MEASURED = profiles_dir() / "measurements"
 TINY = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 512,
@@ -28,7 +28,7 @@ def test_kv_cache_is_what_a_training_forward_keeps(tmp_path, dtype, prepare):
     values in the stream dtype: fp32 after prepare_model_for_kbit_training, the checkpoint's bf16 without it."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("bitsandbytes")
-    from planner.architecture import from_config
+    from planner.inputs.architecture import from_config
     from planner.measure.build import build_model
     from planner.measure.recipe import attach_adapter
 

@@ -1,4 +1,4 @@
-"""planner.architecture against the models transformers builds.
+"""planner.inputs.architecture against the models transformers builds.
 
 - Every catalogue model: parameters per module name and in total equal those of
   ``AutoModelForCausalLM.from_config`` on the ``meta`` device (no memory, fast), built from the same config.json.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.architecture import config_keys, from_config
-from planner.catalog import catalog_models
+from planner.inputs.architecture import config_keys, from_config
+from planner.inputs.catalog import catalog_models
 from planner.catalog_build import DEFAULT_CONFIGS, architecture_defaults, build_catalog
 from planner.profiles import load_profile_json, profiles_dir
 

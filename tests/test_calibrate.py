@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from planner.calibrate import calibrate, cross_validate, least_squares, load_measurements, split_halves
+from planner.fit.calibrate import calibrate, cross_validate, least_squares, load_measurements, split_halves
 from planner.errors import QPlanError
 from planner.memory.overhead import select_profile
-from planner.planning import Request, make_plan
+from planner.pricing.price import Request, make_plan
 from planner.profiles import profiles_dir
 
 MEASUREMENTS = profiles_dir() / "measurements" / "core-h100.jsonl"
@@ -63,9 +63,9 @@ def test_held_out_accuracy_is_what_the_readme_publishes():
 def test_expandable_runs_are_predicted_with_their_own_terms_and_margin():
     """A run whose process had expandable segments is predicted with the profile's expandable terms, whether its
     scenario says so or only its provenance does; the plan's margin follows the allocator."""
-    from planner.calibrate import record_settings
-    from planner.catalog import resolve_model
-    from planner.memory import estimate
+    from planner.fit.calibrate import record_settings
+    from planner.inputs.catalog import resolve_model
+    from planner.memory.estimate import estimate
 
     profile = select_profile(name=PROFILE)
     record = load_measurements([EXPANDABLE])[0]
@@ -78,8 +78,8 @@ def test_expandable_runs_are_predicted_with_their_own_terms_and_margin():
 
 
 def test_default_margin_is_the_profiles_share_of_the_uncertain_part_and_an_explicit_one_wins():
-    from planner.catalog import resolve_model
-    from planner.memory import estimate
+    from planner.inputs.catalog import resolve_model
+    from planner.memory.estimate import estimate
 
     profile = select_profile(name=PROFILE)
     default = make_plan(Request(model="7b", gpu="h100"))

@@ -170,7 +170,7 @@ def test_live_4bit_model_is_read_as_the_qlora_recipe(tmp_path):
     prepare_model_for_kbit_training and peft's all-linear: read as nf4 + double quant, prepare_kbit,
     checkpointing, the 7 projections, and trained with the callback."""
     from planner.measure.build import build_model
-    from planner.settings import TrainSettings
+    from planner.inputs.settings import TrainSettings
 
     transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                              num_key_value_heads=2, vocab_size=VOCAB).save_pretrained(tmp_path / "cfg")

@@ -1,4 +1,4 @@
-"""planner.catalog: what ``--model`` accepts, and one clear error for everything else. No network: the hub
+"""planner.inputs.catalog: what ``--model`` accepts, and one clear error for everything else. No network: the hub
 path is exercised offline or with ``hf_hub_download`` replaced."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.catalog import catalog_models, find_entry, resolve_model
+from planner.inputs.catalog import catalog_models, find_entry, resolve_model
 from planner.cli import main
 from planner.errors import QPlanError
 from planner.profiles import load_profile_json
@@ -241,7 +241,7 @@ def test_hub_errors_are_one_clear_error(monkeypatch, error, message):
 
 def test_resolving_imports_no_torch_and_is_fast():
     code = (
-        "import sys, time; t = time.perf_counter(); from planner.catalog import resolve_model, catalog_models; "
+        "import sys, time; t = time.perf_counter(); from planner.inputs.catalog import resolve_model, catalog_models; "
         "resolve_model('70b'); resolve_model('meta-llama/Llama-3.1-8B'); catalog_models(); "
         "dt = time.perf_counter() - t; "
         "heavy = [m for m in ('torch', 'transformers', 'huggingface_hub') if m in sys.modules]; "

@@ -23,11 +23,11 @@ KNOBS = (
 
 
 def grid_digest() -> str:
-    from planner.catalog import catalog_models
-    from planner.config_file import load_config_file
+    from planner.inputs.catalog import catalog_models
+    from planner.inputs.config_file import load_config_file
     from planner.preflight import check, run_from_config
-    from planner.planning import Request, make_plan
-    from planner.settings import TrainSettings
+    from planner.pricing.price import Request, make_plan
+    from planner.inputs.settings import TrainSettings
 
     lines = []
     for entry in catalog_models():

@@ -7,10 +7,10 @@ import types
 
 import pytest
 
-from planner import gpus
+from planner.inputs import gpus
 from planner.errors import QPlanError
-from planner.gpus import Gpu, catalog_gpus, normalize, resolve_gpu
-from planner.units import GiB, MiB, TiB
+from planner.inputs.gpus import Gpu, catalog_gpus, normalize, resolve_gpu
+from planner.inputs.units import GiB, MiB, TiB
 
 
 @pytest.mark.parametrize(
@@ -227,6 +227,6 @@ def test_normalize():
 
 
 def test_resolving_a_card_imports_no_torch():
-    code = "import sys; from planner.gpus import resolve_gpu; resolve_gpu('4090'); resolve_gpu('24GB'); print('torch' in sys.modules)"
+    code = "import sys; from planner.inputs.gpus import resolve_gpu; resolve_gpu('4090'); resolve_gpu('24GB'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,10 +7,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from planner.architecture import from_config  # noqa: E402
-from planner.catalog import find_entry  # noqa: E402
+from planner.inputs.architecture import from_config  # noqa: E402
+from planner.inputs.catalog import find_entry  # noqa: E402
 from planner.memory.trainable import trainable_params  # noqa: E402
-from planner.settings import TrainSettings  # noqa: E402
+from planner.inputs.settings import TrainSettings  # noqa: E402
 
 CASES = [
     ("llama-3.1-8b", ("all-linear",), 16),

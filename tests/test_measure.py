@@ -177,7 +177,7 @@ def test_worker_runs_the_recipe_on_cpu(tiny, tmp_path):
     Its LoRA size must equal the planner's formula for the same config."""
     pytest.importorskip("peft")
     pytest.importorskip("bitsandbytes")
-    from planner.architecture import from_config
+    from planner.inputs.architecture import from_config
     from planner.memory.trainable import trainable_params
     from planner.measure.suite import run_suite
 
@@ -285,7 +285,7 @@ def test_fsdp_worker_runs_two_ranks_on_cpu(tiny, tmp_path):
     merged record is a finished run of the FSDP recipe. (CPU offload needs a GPU: the device runs cover it.)"""
     pytest.importorskip("peft")
     pytest.importorskip("bitsandbytes")
-    from planner.architecture import from_config
+    from planner.inputs.architecture import from_config
     from planner.memory.parallel import fsdp_recipe
     from planner.memory.trainable import trainable_params
     from planner.measure.suite import measure_one

@@ -24,7 +24,7 @@ def test_built_model_uses_the_gpu_exactly_as_from_pretrained(tmp_path):
 
 
 def test_worker_measures_every_phase_on_the_gpu():
-    from planner.catalog import resolve_model
+    from planner.inputs.catalog import resolve_model
     from planner.measure.suite import measure_one
     from planner.memory.optimizer import optimizer_memory
     from planner.memory.trainable import trainable_tensors

@@ -8,16 +8,16 @@ import statistics
 
 import pytest
 
-from planner.calibrate import load_measurements
-from planner.catalog import resolve_model
+from planner.fit.calibrate import load_measurements
+from planner.inputs.catalog import resolve_model
 from planner.cli import main
-from planner.memory import estimate
+from planner.memory.estimate import estimate
 from planner.memory.overhead import select_profile
 from planner.memory.parallel import NCCL_BYTES, OFFLOAD_CACHE_BYTES, QUANT_STATE, parallel_estimate
-from planner.planning import estimator_for
+from planner.pricing.price import estimator_for
 from planner.profiles import profiles_dir
-from planner.settings import Parallel, TrainSettings
-from planner.units import MiB
+from planner.inputs.settings import Parallel, TrainSettings
+from planner.inputs.units import MiB
 
 MEASURED = profiles_dir() / "measurements"
 SETTINGS = TrainSettings(rank=16, seq_len=1024, batch=1, optim="adamw_torch")
@@ -138,7 +138,7 @@ def test_cli_refuses_offload_on_one_gpu_in_one_line(capsys):
 def test_70b_on_one_24gb_card_points_to_more_cards_than_the_run_that_ran_out():
     """The seeds' question: 70B does not fit one 24 GB card. The more-GPUs answer is priced at seq_len 1024,
     which went out of memory on 2 x 24 GB (fsdp2-llama-2-70b-r16-s1024-b1-cap24), so it must ask for more."""
-    from planner.planning import Request, make_plan
+    from planner.pricing.price import Request, make_plan
 
     plan = make_plan(Request(model="70b", gpu="24GB"))
     more = next(a for a in plan.alternatives if a.kind == "more-gpus")

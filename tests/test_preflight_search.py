@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from planner.catalog import resolve_model
-from planner.config_file import parse_config, to_settings
-from planner.memory import estimate
+from planner.inputs.catalog import resolve_model
+from planner.inputs.config_file import parse_config, to_settings
+from planner.memory.estimate import estimate
 from planner.memory.overhead import select_profile
 from planner.preflight import seq_options, smallest_change
 

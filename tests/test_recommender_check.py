@@ -7,13 +7,13 @@ fitting ran out of memory."""
 
 import pytest
 
-from planner.calibrate import load_measurements
-from planner.catalog import resolve_model
+from planner.fit.calibrate import load_measurements
+from planner.inputs.catalog import resolve_model
 from planner.measure.suite import load_suite
 from planner.memory.overhead import select_profile
-from planner.planning import Request, estimator_for, make_plan
+from planner.pricing.price import Request, estimator_for, make_plan
 from planner.profiles import profiles_dir
-from planner.settings import Parallel
+from planner.inputs.settings import Parallel
 
 MEASURED = profiles_dir() / "measurements"
 RECORDS = {r.scenario.name: r for r in load_measurements([MEASURED / "recommender-check-2-h200.jsonl"])}

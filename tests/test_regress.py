@@ -14,7 +14,7 @@ import pytest
 from planner.errors import QPlanError
 from planner.regress.compare import compare, parse_tolerance
 from planner.regress.resultfile import ResultsFile, git_state, load_results, write_atomic, write_results
-from planner.units import GiB
+from planner.inputs.units import GiB
 
 FIXTURES = Path(__file__).parent / "fixtures" / "regress"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from planner import __version__
-from planner.architecture import from_config
+from planner.inputs.architecture import from_config
 from planner.cli import main
 from planner.regress.resultfile import load_results
 from planner.results import Scenario, Suite
-from planner.settings import TrainSettings
-from planner.units import GiB
+from planner.inputs.settings import TrainSettings
+from planner.inputs.units import GiB
 
 FIXTURES = Path(__file__).parent / "fixtures" / "regress"
 TINY_LLAMA = {  # a small Llama-shaped config: enough for the real analytic model to price
@@ -103,7 +103,7 @@ def test_no_report_when_not_comparable(tmp_path):
 @pytest.fixture
 def tiny_suite(tmp_path, monkeypatch):
     """A suite file whose model is a folder holding a small Llama config.json, priced by the real analytic
-    model. planner.catalog (resolve_model) is stood in for while it is not there yet."""
+    model. planner.inputs.catalog (resolve_model) is stood in for while it is not there yet."""
     folder = tmp_path / "tiny"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(TINY_LLAMA))
@@ -113,17 +113,17 @@ def tiny_suite(tmp_path, monkeypatch):
     ])
     (tmp_path / "tiny.json").write_text(suite.model_dump_json())
     try:
-        from planner.catalog import resolve_model
+        from planner.inputs.catalog import resolve_model
     except ImportError:
-        catalog = types.ModuleType("planner.catalog")
+        catalog = types.ModuleType("planner.inputs.catalog")
         catalog.resolve_model = lambda spec: from_config(json.loads((Path(spec) / "config.json").read_text()), name="tiny")
-        monkeypatch.setitem(sys.modules, "planner.catalog", catalog)
+        monkeypatch.setitem(sys.modules, "planner.inputs.catalog", catalog)
         resolve_model = catalog.resolve_model
     return types.SimpleNamespace(path=tmp_path / "tiny.json", suite=suite, arch=resolve_model(str(folder)))
 
 
 def test_predict_writes_predictions_compare_can_read(tmp_path, tiny_suite, capsys):
-    from planner.memory import estimate
+    from planner.memory.estimate import estimate
     from planner.memory.overhead import select_profile
 
     out = tmp_path / "pred.json"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..calibrate import calibrate, load_measurements, write_profile
-from ..memory.overhead import select_profile
-from ..profiles import profiles_dir
-from ..units import fmt_gib
+from planner.fit.calibrate import calibrate, load_measurements, write_profile
+from planner.memory.overhead import select_profile
+from planner.profiles import profiles_dir
+from planner.inputs.units import fmt_gib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

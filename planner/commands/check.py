@@ -1,5 +1,5 @@
 """``qplan check CONFIG``: pre-flight check of a training config (YAML or JSON, see
-:mod:`planner.config_file`) before training.
+:mod:`planner.inputs.config_file`) before training.
 
 Exit 0: the run fits (headroom printed). Exit 1: it does not; prints why and the smallest change that fits
 as a patch to the config (:mod:`planner.preflight` defines "smallest"), or, when nothing on this card fits,
@@ -13,10 +13,10 @@ import argparse
 import json
 import sys
 
-from ..config_file import load_config_file
-from ..errors import QPlanError
-from ..preflight import CheckResult, check, run_from_config
-from .plan import MARGIN_HELP, parse_margin
+from planner.inputs.config_file import load_config_file
+from planner.errors import QPlanError
+from planner.preflight import CheckResult, check, run_from_config
+from planner.commands.plan import MARGIN_HELP, parse_margin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 def render_check(result: CheckResult, source: str) -> None:
     from rich.console import Console
 
-    from ..render import render
-    from ..units import fmt_gib
+    from planner.output.render import render
+    from planner.inputs.units import fmt_gib
 
     console = Console()
     render(result.plan, console)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import QPlanError
-from ..measure.cuda import require_cuda
-from ..results import Measurement, Scenario, Suite
-from ..units import fmt_gib, parse_size
-from .plan import add_knob_arguments, settings_from_args
+from planner.errors import QPlanError
+from planner.measure.cuda import require_cuda
+from planner.results import Measurement, Scenario, Suite
+from planner.inputs.units import fmt_gib, parse_size
+from planner.commands.plan import add_knob_arguments, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,14 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def scenarios_from_args(args: argparse.Namespace) -> list[Scenario]:
-    from ..measure.suite import load_suite, select
+    from planner.measure.suite import load_suite, select
 
     if bool(args.suite) == bool(args.model):
         raise QPlanError("give either --suite or --model")
     if args.suite:
         scenarios = select(load_suite(args.suite).scenarios, args.only, args.shard)
     else:
-        from ..measure.configs import config_dir
+        from planner.measure.configs import config_dir
 
         config_dir(args.model)
         settings, _ = settings_from_args(args)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from ..measure.suite import run_suite
+    from planner.measure.suite import run_suite
 
     scenarios = scenarios_from_args(args)
     if args.append and args.force:

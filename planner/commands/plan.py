@@ -10,10 +10,10 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from ..errors import QPlanError
-from ..planning import Request, make_plan
-from ..recommend import PREFERENCES
-from ..settings import Parallel, Strategy, TrainSettings
+from planner.errors import QPlanError
+from planner.pricing.price import Request, make_plan
+from planner.search.recommend import PREFERENCES
+from planner.inputs.settings import Parallel, Strategy, TrainSettings
 
 # CLI flag -> TrainSettings field
 KNOBS = {
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:
-        from ..render import render
+        from planner.output.render import render
 
         render(plan)
     return 0  # a plan is an answer either way; `qplan check` is the gate that exits 1 when a run will not fit

@@ -15,11 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import OneLineParser
-from ..errors import QPlanError
-from ..regress.compare import METRICS, compare
-from ..regress.resultfile import load_results, refuse_overwrite, write_results
-from ..results import Suite
+from planner.cli import OneLineParser
+from planner.errors import QPlanError
+from planner.regress.compare import METRICS, compare
+from planner.regress.resultfile import load_results, refuse_overwrite, write_results
+from planner.results import Suite
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
 def _suite(spec: str) -> Suite:
     """Suites are ``qplan measure``'s: ``planner.measure.suite.load_suite(spec) -> Suite``."""
     try:
-        from ..measure.suite import load_suite
+        from planner.measure.suite import load_suite
     except ImportError as err:
         raise QPlanError(f"cannot load suite {spec!r}: the measuring package is not available ({err})") from None
     return load_suite(spec)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..regress.run import measure_suite, stream_path
+    from planner.regress.run import measure_suite, stream_path
 
     refuse_overwrite(args.out, args.force)
     if args.timeout is not None and args.timeout <= 0:
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..regress.predict import predict_suite
+    from planner.regress.predict import predict_suite
 
     refuse_overwrite(args.out, args.force)
     results = predict_suite(_suite(args.suite), gpu=args.gpu, profile=args.profile)
@@ -97,7 +97,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ..regress.report import check_report_path
+    from planner.regress.report import check_report_path
 
     for report in args.report:
         check_report_path(report, args.force)
@@ -108,14 +108,14 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(comp.model_dump_json(indent=2) + "\n")
     else:
-        from ..regress.console import render
+        from planner.regress.console import render
 
         render(comp)
     if comp.exit_code == 2:
         blocking = "; ".join(f"{d.what}: {d.base} vs {d.new}".strip() for d in comp.differences if d.severity == "blocking")
         raise QPlanError(f"base and new are not comparable ({blocking}); pass --allow-mismatch to compare anyway")
     if args.report:
-        from ..regress.report import write_report
+        from planner.regress.report import write_report
 
         for report in args.report:
             for path in write_report(comp, report, force=args.force):

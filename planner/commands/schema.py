@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..plan import Plan
+from planner.output.plan import Plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..calibrate import cross_validate, load_measurements, validate
-from ..memory.overhead import select_profile
-from ..units import gib
+from planner.fit.calibrate import cross_validate, load_measurements, validate
+from planner.memory.overhead import select_profile
+from planner.inputs.units import gib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,8 +31,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import QPlanError
-from ..settings import TrainSettings
+from planner.errors import QPlanError
+from planner.inputs.settings import TrainSettings
 
 
 def bnb_config(settings: TrainSettings, quant_storage=None):

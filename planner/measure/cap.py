@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..units import MiB
+from planner.inputs.units import MiB
 
 # bitsandbytes 0.50 optim/optimizer.py Optimizer8bit.get_state_buffer: a state buffer is paged when the
 # optimizer is paged and p.numel() >= 1e5; Optimizer2State.init_state: 32-bit state1/state2 are float32,

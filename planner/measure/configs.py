@@ -1,5 +1,5 @@
 """Which ``config.json`` a scenario's ``model`` names: a folder or ``config.json`` path, or any name the
-catalogue knows (slug, alias or HF id, :func:`planner.catalog.find_entry`), whose stored config (with its
+catalogue knows (slug, alias or HF id, :func:`planner.inputs.catalog.find_entry`), whose stored config (with its
 provenance in ``profiles/models/<slug>.json``) is written to a folder of its own for
 ``AutoConfig.from_pretrained``."""
 
@@ -9,8 +9,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..catalog import find_entry
-from ..errors import QPlanError
+from planner.inputs.catalog import find_entry
+from planner.errors import QPlanError
 
 
 def _given_folder(model: str) -> Path | None:

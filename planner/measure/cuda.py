@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ..errors import QPlanError
+from planner.errors import QPlanError
 
 
 def require_cuda(gpus: int = 1, what: str = "qplan measure") -> None:

@@ -22,9 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..settings import TrainSettings
-from .configs import config_dir
-from .cuda import run_tool
+from planner.inputs.settings import TrainSettings
+from planner.measure.configs import config_dir
+from planner.measure.cuda import run_tool
 
 SETTINGS = TrainSettings(rank=16, seq_len=512, batch=1, grad_accum=1)
 # Must be equal. ``allocated`` need not be: the caching allocator does not split a cached block when less
@@ -69,8 +69,8 @@ def probe(mode: str, directory: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .build import bnb_config, build_model
-    from .recipe import attach_adapter
+    from planner.measure.build import bnb_config, build_model
+    from planner.measure.recipe import attach_adapter
 
     torch.cuda.init()
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..results import Measurement, Scenario
+from planner.results import Measurement, Scenario
 
 STATUS_ORDER = ("ok", "error", "oom")  # the worst status of any rank is the run's
 
@@ -59,7 +59,7 @@ def stage_on_cpu(model, device, dtype, log=None) -> None:
     quant_state along), then the GPU cache emptied."""
     import torch
 
-    from .build import materialize_all
+    from planner.measure.build import materialize_all
 
     cpu = torch.device("cpu")
 

@@ -14,11 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..catalog import resolve_model
-from ..memory.trainable import trainable_tensors
-from ..settings import TrainSettings
-from .cuda import run_tool
-from .nvml import Nvml
+from planner.inputs.catalog import resolve_model
+from planner.memory.trainable import trainable_tensors
+from planner.inputs.settings import TrainSettings
+from planner.measure.cuda import run_tool
+from planner.measure.nvml import Nvml
 
 CASES = [(model, 64, "paged_adamw_32bit") for model in ("llama-2-7b", "llama-2-13b", "llama-3.1-8b", "mistral-7b-v0.1", "qwen2.5-7b")]
 CASES += [(model, 16, "paged_adamw_8bit") for model in ("llama-3.1-8b", "llama-2-13b")]

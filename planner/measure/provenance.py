@@ -9,9 +9,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from ..results import Provenance
-from ..settings import ALLOC_CONF
-from .nvml import Nvml
+from planner.results import Provenance
+from planner.inputs.settings import ALLOC_CONF
+from planner.measure.nvml import Nvml
 
 LIBRARIES = ("transformers", "peft", "bitsandbytes", "accelerate")
 

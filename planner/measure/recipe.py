@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
-from ..settings import TrainSettings
+from planner.inputs.settings import TrainSettings
 
 LEARNING_RATE = 2e-4  # the seeds' TrainingArguments
 MAX_GRAD_NORM = 0.3

@@ -14,13 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..catalog import resolve_model
-from ..memory.activations import layer_saved
-from ..settings import TrainSettings
-from .build import build_model
-from .configs import load_config
-from .cuda import run_tool
-from .recipe import attach_adapter, vocab_size
+from planner.inputs.catalog import resolve_model
+from planner.memory.activations import layer_saved
+from planner.inputs.settings import TrainSettings
+from planner.measure.build import build_model
+from planner.measure.configs import load_config
+from planner.measure.cuda import run_tool
+from planner.measure.recipe import attach_adapter, vocab_size
 
 CASES = {  # name: (model, settings overrides)
     "llama-2-7b-s2048": ("llama-2-7b", {}),  # fp16 checkpoint, multi-head attention

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..errors import QPlanError
-from ..profiles import profiles_dir
-from ..results import Measurement, Scenario, Suite
-from ..settings import ALLOC_CONF, EXPANDABLE
-from . import fsdp
-from .configs import config_dir
+from planner.errors import QPlanError
+from planner.profiles import profiles_dir
+from planner.results import Measurement, Scenario, Suite
+from planner.inputs.settings import ALLOC_CONF, EXPANDABLE
+from planner.measure import fsdp
+from planner.measure.configs import config_dir
 
 TIMEOUT_S = 900
 

@@ -18,10 +18,10 @@ from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
-from ..settings import TrainSettings
-from .cuda import run_tool
-from .recipe import random_batch, vocab_size
-from .saved import shallow_model
+from planner.inputs.settings import TrainSettings
+from planner.measure.cuda import run_tool
+from planner.measure.recipe import random_batch, vocab_size
+from planner.measure.saved import shallow_model
 
 CASES = {  # name: (model, settings)
     "mistral-7b-r8-s2048-b8": ("mistral-7b-v0.1", dict(rank=8, seq_len=2048, batch=8)),

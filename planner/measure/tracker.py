@@ -4,9 +4,9 @@ of every step) keeps its largest peaks and its last end-of-phase values."""
 
 from __future__ import annotations
 
-from ..results import PhaseMemory
-from .cap import check_cap
-from .nvml import Nvml, PeakPoller
+from planner.results import PhaseMemory
+from planner.measure.cap import check_cap
+from planner.measure.nvml import Nvml, PeakPoller
 
 
 class PhaseTracker:

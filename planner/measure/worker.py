@@ -20,12 +20,12 @@ import traceback
 from datetime import timedelta
 from pathlib import Path
 
-from ..results import Measurement, Scenario
-from . import cap as caps
-from . import fsdp
-from .configs import config_dir
-from .nvml import Nvml, PeakPoller
-from .tracker import PhaseTracker
+from planner.results import Measurement, Scenario
+from planner.measure import cap as caps
+from planner.measure import fsdp
+from planner.measure.configs import config_dir
+from planner.measure.nvml import Nvml, PeakPoller
+from planner.measure.tracker import PhaseTracker
 
 OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation")
 
@@ -101,9 +101,9 @@ class Run:
         caps.check_paged(self.paged_expected, placed, self.torch.cuda.mem_get_info(self.device)[0])
 
     def run(self) -> None:
-        from ..memory.parallel import fsdp_recipe
-        from .build import build_model
-        from .recipe import attach_adapter, run_manual, run_trainer
+        from planner.memory.parallel import fsdp_recipe
+        from planner.measure.build import build_model
+        from planner.measure.recipe import attach_adapter, run_manual, run_trainer
 
         s = self.scenario.settings
         self.tracker.enter("load")
@@ -173,7 +173,7 @@ class Run:
                 self.record["peak_device"] = peak - self.baseline
             self.record["paged_bytes"] = sum(t.nbytes for t in _paged_tensors())
         if hasattr(self, "torch"):
-            from .provenance import provenance
+            from planner.measure.provenance import provenance
 
             self.record["provenance"] = provenance(self.torch, self.nvml)
         return Measurement(**self.record)

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..architecture import Architecture
-from ..settings import TrainSettings
-from .trainable import targeted_linears
+from planner.inputs.architecture import Architecture
+from planner.inputs.settings import TrainSettings
+from planner.memory.trainable import targeted_linears
 
 # Which tensor feeds each linear, so LoRA inputs that share a tensor are counted once.
 _INPUT_GROUP = {

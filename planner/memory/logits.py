@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..architecture import Architecture
-from ..settings import TrainSettings
-from .weights import float_bytes
+from planner.inputs.architecture import Architecture
+from planner.inputs.settings import TrainSettings
+from planner.memory.weights import float_bytes
 
 
 @dataclass(frozen=True)

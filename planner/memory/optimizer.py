@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from .trainable import Tensor
+from planner.memory.trainable import Tensor
 
 MIN_8BIT_SIZE = 4096
 PAGE_THRESHOLD = 100_000

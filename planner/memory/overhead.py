@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import QPlanError
-from ..profiles import load_profile_json, profiles_dir
+from planner.errors import QPlanError
+from planner.profiles import load_profile_json, profiles_dir
 
 
 class AllocatorSlack(BaseModel):

@@ -43,15 +43,15 @@ from __future__ import annotations
 from dataclasses import replace
 from math import ceil
 
-from ..architecture import Architecture
-from ..settings import Parallel, TrainSettings
-from ..units import MiB
-from . import Estimate, estimate, exact_at_peak, exact_names
-from . import activations as act
-from .optimizer import optimizer_memory
-from .overhead import OverheadProfile
-from .trainable import trainable_params, trainable_tensors
-from .weights import frozen_weight_components, quant_state_bytes
+from planner.inputs.architecture import Architecture
+from planner.inputs.settings import Parallel, TrainSettings
+from planner.inputs.units import MiB
+from planner.memory.estimate import Estimate, estimate, exact_at_peak, exact_names
+from planner.memory import activations as act
+from planner.memory.optimizer import optimizer_memory
+from planner.memory.overhead import OverheadProfile
+from planner.memory.trainable import trainable_params, trainable_tensors
+from planner.memory.weights import frozen_weight_components, quant_state_bytes
 
 STATUS = {"fsdp": "measured on 2 x H200, profiles/measurements/fsdp-x2-h200.jsonl",
           "zero3": "estimate from the ZeRO paper and DeepSpeed's buffers, not measured",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from difflib import get_close_matches
 from functools import lru_cache
 
-from ..architecture import Architecture, Linear
-from ..errors import QPlanError
-from ..settings import TrainSettings
+from planner.inputs.architecture import Architecture, Linear
+from planner.errors import QPlanError
+from planner.inputs.settings import TrainSettings
 
 ADAPTER_BYTES = 4  # float32 (autocast_adapter_dtype=True)
 ATTENTION_NAMES = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"}

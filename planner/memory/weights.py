@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from math import ceil
 
-from ..architecture import Architecture
-from ..settings import TrainSettings
+from planner.inputs.architecture import Architecture
+from planner.inputs.settings import TrainSettings
 
 BLOCKSIZE_4BIT = 64
 BLOCKSIZE_NESTED = 256

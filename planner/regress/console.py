@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from .compare import METRIC_LABELS, Comparison, describe
+from planner.regress.compare import METRIC_LABELS, Comparison, describe
 
 VERDICT_STYLE = {
     "REGRESSION": "bold red", "new-oom": "bold red", "error": "red", "improved": "green", "fixed": "green",

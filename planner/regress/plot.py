@@ -8,9 +8,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..errors import QPlanError
-from ..units import gib
-from .compare import FAILING, METRIC_LABELS, Comparison
+from planner.errors import QPlanError
+from planner.inputs.units import gib
+from planner.regress.compare import FAILING, METRIC_LABELS, Comparison
 
 BAD, GOOD, NEUTRAL = "#c62828", "#2e7d32", "#616161"
 

@@ -9,14 +9,14 @@ device peak exceeds the cap is recorded as ``status: oom`` in its peak phase, as
 
 from __future__ import annotations
 
-from ..results import Measurement, Scenario, Suite
-from ..units import fmt_gib
-from .resultfile import ResultsFile, run_info
+from planner.results import Measurement, Scenario, Suite
+from planner.inputs.units import fmt_gib
+from planner.regress.resultfile import ResultsFile, run_info
 
 
 def predict_scenario(scenario: Scenario, overhead) -> Measurement:
-    from ..catalog import resolve_model
-    from ..memory import estimate
+    from planner.inputs.catalog import resolve_model
+    from planner.memory.estimate import estimate
 
     arch = resolve_model(scenario.model)
     est = estimate(arch, scenario.settings, overhead)
@@ -39,11 +39,11 @@ def predict_scenario(scenario: Scenario, overhead) -> Measurement:
 def predict_suite(suite: Suite, *, gpu: str | None = None, profile: str | None = None) -> ResultsFile:
     """Predictions for every scenario; ``gpu`` (a card name or size, as ``qplan --gpu``) picks the overhead
     profile measured on that card, ``profile`` names one outright."""
-    from ..memory.overhead import select_profile
+    from planner.memory.overhead import select_profile
 
     card = None
     if gpu:
-        from ..gpus import resolve_gpu
+        from planner.inputs.gpus import resolve_gpu
 
         card = resolve_gpu(gpu)
     overhead = select_profile(card.label if card else None, profile)

@@ -9,11 +9,11 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import QPlanError
-from .compare import FAILING, METRIC_LABELS, Comparison, describe
-from .console import OOM_NOTE
-from .plot import plot_png
-from .resultfile import refuse_overwrite, write_atomic
+from planner.errors import QPlanError
+from planner.regress.compare import FAILING, METRIC_LABELS, Comparison, describe
+from planner.regress.console import OOM_NOTE
+from planner.regress.plot import plot_png
+from planner.regress.resultfile import refuse_overwrite, write_atomic
 
 REPORT_SUFFIXES = (".html", ".md")
 SCENARIO_COLUMNS = ("scenario", "model", "base GiB", "new GiB", "delta GiB", "delta %", "verdict", "note")

@@ -29,9 +29,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .. import __version__
-from ..errors import QPlanError
-from ..results import Measurement, Provenance
+from planner import __version__
+from planner.errors import QPlanError
+from planner.results import Measurement, Provenance
 
 FORMAT = "qplan-results/1"
 Kind = Literal["measurement", "prediction"]

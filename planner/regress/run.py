@@ -18,9 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import QPlanError
-from ..results import Measurement, Suite
-from .resultfile import ResultsFile, ScriptInfo, common_environment, git_state, refuse_overwrite, run_info
+from planner.errors import QPlanError
+from planner.results import Measurement, Suite
+from planner.regress.resultfile import ResultsFile, ScriptInfo, common_environment, git_state, refuse_overwrite, run_info
 
 
 def stream_path(out: Path) -> Path:
@@ -32,9 +32,9 @@ def measure_suite(suite: Suite, out: Path, *, script: Path | None = None, force:
     """Run every scenario of ``suite`` through the measuring harness and return the results file
     (not yet written: see :func:`~.resultfile.write_results`). ``script`` is only recorded (path and git
     commit): the harness runs its own recipe, ``planner/measure/recipe.py``."""
-    from ..commands.measure import summary
-    from ..measure.cuda import require_cuda
-    from ..measure.suite import TIMEOUT_S, run_suite
+    from planner.commands.measure import summary
+    from planner.measure.cuda import require_cuda
+    from planner.measure.suite import TIMEOUT_S, run_suite
 
     if script is not None and not script.is_file():
         raise QPlanError(f"--script {script}: no such file")

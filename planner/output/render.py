@@ -1,12 +1,12 @@
-"""Rich rendering of a :class:`~planner.plan.Plan` for people. All sizes in GiB (2**30 bytes)."""
+"""Rich rendering of a :class:`~planner.output.plan.Plan` for people. All sizes in GiB (2**30 bytes)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from .plan import Plan, Recommendation
-from .units import gib
+from planner.output.plan import Plan, Recommendation
+from planner.inputs.units import gib
 
 
 def _g(nbytes: int) -> str:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Callable, Iterable
 
-from .memory import Estimate
-from .plan import Recommendation
-from .settings import RANKS, TrainSettings
+from planner.memory.estimate import Estimate
+from planner.output.plan import Recommendation
+from planner.inputs.settings import RANKS, TrainSettings
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 SEARCHED_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit")

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from .errors import QPlanError
-from .profiles import load_profile_json
+from planner.errors import QPlanError
+from planner.profiles import load_profile_json
 
 # model_type -> how its decoder layer is laid out. Anything else uses the Llama layout ("generic").
 LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen3_moe"}

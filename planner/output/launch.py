@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .settings import Parallel
+from planner.inputs.settings import Parallel
 
 FSDP_YAML = ("distributed_type: FSDP, mixed_precision: bf16, fsdp_config: {{fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP, "
              "fsdp_sharding_strategy: FULL_SHARD, fsdp_offload_params: {offload}, fsdp_cpu_ram_efficient_loading: true, "

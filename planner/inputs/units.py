@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import QPlanError
+from planner.errors import QPlanError
 
 KiB = 1024
 MiB = 1024**2

@@ -25,13 +25,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .catalog import resolve_model
-from .errors import QPlanError
-from .memory import estimate
-from .memory.overhead import AllocatorSlack, OverheadProfile
-from .regress.resultfile import load_results
-from .results import Measurement
-from .settings import TrainSettings, expandable_in
+from planner.inputs.catalog import resolve_model
+from planner.errors import QPlanError
+from planner.memory.estimate import estimate
+from planner.memory.overhead import AllocatorSlack, OverheadProfile
+from planner.regress.resultfile import load_results
+from planner.results import Measurement
+from planner.inputs.settings import TrainSettings, expandable_in
 
 
 def load_measurements(paths: list[str | Path]) -> list[Measurement]:

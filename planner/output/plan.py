@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from .architecture import Architecture
-from .memory import Estimate, estimate
-from .launch import launch_hint
-from .memory.overhead import OverheadProfile
-from .memory.parallel import STATUS
-from .settings import Parallel, TrainSettings
+from planner.inputs.architecture import Architecture
+from planner.memory.estimate import Estimate, estimate
+from planner.output.launch import launch_hint
+from planner.memory.overhead import OverheadProfile
+from planner.memory.parallel import STATUS
+from planner.inputs.settings import Parallel, TrainSettings
 
 
 class ModelInfo(BaseModel):

@@ -35,8 +35,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import QPlanError
-from .settings import TrainSettings
+from planner.errors import QPlanError
+from planner.inputs.settings import TrainSettings
 
 # ---- value normalization --------------------------------------------------------------------------
 
@@ -275,7 +275,7 @@ def load_config_file(path: str | Path) -> RunConfig:
 # ---- mapping to TrainSettings ---------------------------------------------------------------------------
 
 # peft 0.21.2 utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, for the model types
-# planner.architecture lays out; peft raises for a type it has no entry for.
+# planner.inputs.architecture lays out; peft raises for a type it has no entry for.
 PEFT_DEFAULT_TARGETS = {t: ("q_proj", "v_proj") for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2")}
 
 

@@ -1,4 +1,4 @@
-"""From what the user typed to a :class:`~planner.plan.Plan`: resolve model and card, price the user's
+"""From what the user typed to a :class:`~planner.output.plan.Plan`: resolve model and card, price the user's
 setup, search the open knobs, and when nothing fits name what would (a larger card, more cards with
 FSDP-QLoRA, a smaller model of the same family), with numbers."""
 
@@ -8,18 +8,18 @@ from dataclasses import dataclass, field, replace
 from math import ceil
 from typing import Callable
 
-from .architecture import Architecture
-from .catalog import catalog_models, resolve_model
-from .gpus import Gpu, catalog_gpus, resolve_gpu
-from .launch import launch_hint
-from .memory import Estimate
-from .memory.parallel import STATUS, fsdp_recipe, parallel_estimate
-from .memory.overhead import OverheadProfile, select_profile
-from .memory.weights import frozen_weight_components
-from .plan import Alternative, GpuInfo, Plan, plan_from_estimate
-from .recommend import Search, best
-from .settings import EXPANDABLE, Parallel, TrainSettings
-from .units import fmt_gib
+from planner.inputs.architecture import Architecture
+from planner.inputs.catalog import catalog_models, resolve_model
+from planner.inputs.gpus import Gpu, catalog_gpus, resolve_gpu
+from planner.output.launch import launch_hint
+from planner.memory.estimate import Estimate
+from planner.memory.parallel import STATUS, fsdp_recipe, parallel_estimate
+from planner.memory.overhead import OverheadProfile, select_profile
+from planner.memory.weights import frozen_weight_components
+from planner.output.plan import Alternative, GpuInfo, Plan, plan_from_estimate
+from planner.search.recommend import Search, best
+from planner.inputs.settings import EXPANDABLE, Parallel, TrainSettings
+from planner.inputs.units import fmt_gib
 
 MAX_FSDP_GPUS = 16
 

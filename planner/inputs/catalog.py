@@ -1,4 +1,4 @@
-"""Which model ``--model`` names, as an :class:`~planner.architecture.Architecture`.
+"""Which model ``--model`` names, as an :class:`~planner.inputs.architecture.Architecture`.
 
 In order: an existing ``config.json`` path or a folder holding one; a catalogue entry
 (``profiles/models/<slug>.json``) by slug, Hugging Face id or an alias from ``profiles/models/aliases.json``,
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .architecture import Architecture, from_config
-from .errors import QPlanError
-from .profiles import load_profile_json, profiles_dir
+from planner.inputs.architecture import Architecture, from_config
+from planner.errors import QPlanError
+from planner.profiles import load_profile_json, profiles_dir
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VALUES

@@ -4,7 +4,7 @@
   case, spaces, dashes, underscores and the words NVIDIA/GeForce/Tesla are ignored. The card's memory
   is the total nvidia-smi prints for it (NVML ``memory.total``), each figure with its source in the file.
 - A size (``24GB``, ``24GiB``, ``24G``, ``80GB``, ``24576MiB``): that many GiB/MiB of device memory
-  (see :mod:`planner.units`: card makers' "24GB" is 24 GiB). A bare size says nothing about the
+  (see :mod:`planner.inputs.units`: card makers' "24GB" is 24 GiB). A bare size says nothing about the
   architecture, so bf16 is assumed (Ampere or newer); fp16 would cost the same bytes.
 - ``auto``: the first GPU of this machine through NVML (``pynvml``, imported only here): its name,
   ``memory.total`` and compute capability (bf16 when major >= 8, as ``torch.cuda.is_bf16_supported``).
@@ -18,9 +18,9 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import QPlanError
-from .profiles import load_profile_json
-from .units import GiB, MiB, TiB, parse_size
+from planner.errors import QPlanError
+from planner.profiles import load_profile_json
+from planner.inputs.units import GiB, MiB, TiB, parse_size
 
 MAX_BYTES = 4 * TiB  # no single GPU comes near this; anything above is a typo
 MIN_BYTES = 1 * GiB  # below this "24MB" was almost surely meant as 24GB
