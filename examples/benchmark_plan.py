@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.pricing import price as planning  # noqa: E402
-from planner.pricing.price import Request, make_plan  # noqa: E402
+from planner.pricing.price import PlanRequest, price  # noqa: E402
 from planner.inputs.settings import TrainSettings  # noqa: E402
 
 COMMAND = [sys.executable, "-m", "planner.cli", "--model", "70b", "--gpu", "24GB"]
@@ -57,8 +57,8 @@ def counted_plan(model: str, gpu: str, open_knobs: tuple[str, ...]) -> tuple[int
     planning.estimator_for = counting
     try:
         start = time.perf_counter()
-        make_plan(Request(model=model, gpu=gpu, settings=TrainSettings(seq_len=1024, batch=1, rank=16),
-                          fixed=set(ALL_KNOBS) - set(open_knobs)))
+        price(PlanRequest.named(model, gpu, settings=TrainSettings(seq_len=1024, batch=1, rank=16),
+                                    fixed=set(ALL_KNOBS) - set(open_knobs)))
         return calls, time.perf_counter() - start
     finally:
         planning.estimator_for = original

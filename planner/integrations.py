@@ -4,8 +4,8 @@ then the measured peak against the plan.
     from planner.integrations import QPlanCallback
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[QPlanCallback()])
 
-``transformers`` is imported when ``QPlanCallback`` is first looked up (module ``__getattr__``), never by
-``import planner``.
+This module imports ``transformers``; ``import planner`` does not load it until ``planner.QPlanCallback`` is
+first used.
 
 **on_train_begin** plans the run from the live trainer: the architecture from ``model.config.to_dict()``;
 ``model.config.quantization_config`` (BitsAndBytesConfig); the active adapter's ``LoraConfig`` from
@@ -41,12 +41,16 @@ from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel
+from transformers import TrainerCallback
 
 from planner import __version__
 from planner.errors import QPlanError
 from planner.inputs.gpus import Gpu, resolve_gpu
+from planner.inputs.units import GiB
 from planner.output.plan import Plan
-from planner.preflight import CheckResult, Suggestion, WillNotFit, check, describe_failure, run_from_objects, section_dict
+from planner.preflight import WillNotFit, describe_failure, request_from_objects, section_dict
+from planner.pricing.price import Priced, price
+from planner.search.smallest_change import Suggestion
 
 logger = logging.getLogger("qplan")
 JSON_NAME = "qplan_memory.json"
@@ -88,7 +92,7 @@ class MemoryReport(BaseModel):
 
 
 def live_run_inputs(model: Any, args: Any) -> dict:
-    """What :func:`planner.preflight.run_from_objects` needs, read off a live (peft) model and its args."""
+    """What :func:`planner.preflight.request_from_objects` needs, read off a live (peft) model and its args."""
     import torch
 
     config = model.config
@@ -149,128 +153,128 @@ def _environment() -> dict[str, str | None]:
     return env
 
 
-def _define():
-    from transformers import TrainerCallback
+class QPlanCallback(TrainerCallback):
+    """Pre-flight check at ``on_train_begin`` and measured peaks after the first steps (module doc)."""
 
-    class QPlanCallback(TrainerCallback):
-        """Pre-flight check at ``on_train_begin`` and measured peaks after the first steps (module doc)."""
+    def __init__(self, gpu: str = "auto", gpus: int = 1, *, max_seq_length: int | None = None,
+                 measure_steps: int = 3, tolerance: float = 0.05, margin: float | None = None,
+                 on_will_not_fit: str = "raise", json_name: str = JSON_NAME):
+        if on_will_not_fit not in ("raise", "warn"):
+            raise QPlanError(f"on_will_not_fit={on_will_not_fit!r}: use 'raise' (stop before step 1) or 'warn'")
+        self.gpu, self.gpus, self.max_seq_length = gpu, gpus, max_seq_length
+        self.measure_steps, self.tolerance, self.margin = measure_steps, tolerance, margin
+        self.on_will_not_fit, self.json_name = on_will_not_fit, json_name
+        self.result: Priced | None = None
+        self.report: MemoryReport | None = None
+        self._nvml = None
 
-        def __init__(self, gpu: str = "auto", gpus: int = 1, *, max_seq_length: int | None = None,
-                     measure_steps: int = 3, tolerance: float = 0.05, margin: float | None = None,
-                     on_will_not_fit: str = "raise", json_name: str = JSON_NAME):
-            if on_will_not_fit not in ("raise", "warn"):
-                raise QPlanError(f"on_will_not_fit={on_will_not_fit!r}: use 'raise' (stop before step 1) or 'warn'")
-            self.gpu, self.gpus, self.max_seq_length = gpu, gpus, max_seq_length
-            self.measure_steps, self.tolerance, self.margin = measure_steps, tolerance, margin
-            self.on_will_not_fit, self.json_name = on_will_not_fit, json_name
-            self.result: CheckResult | None = None
-            self.report: MemoryReport | None = None
-            self._nvml = None
+    # ---- plan -------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        import torch
 
-        # ---- plan -------------------------------------------------------------------------------
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            import torch
-
-            self.report = MemoryReport(written="", environment=_environment())
-            if self.gpu == "auto" and not torch.cuda.is_available():
-                self.report.skipped = "no CUDA GPU and gpu='auto': nothing to plan for (give gpu='24GB' or a card name)"
-                logger.warning("qplan: %s", self.report.skipped)
-                self._write(args, state)
-                return control
-            inputs = live_run_inputs(model, args)
-            gpu = auto_gpu() if self.gpu == "auto" else self.gpu
-            run = run_from_objects(**inputs, gpu=gpu, gpus=self.gpus, max_seq_length=self.max_seq_length,
-                                   margin=self.margin)
-            self.result = result = check(run)
-            self.report.plan, self.report.suggestion, self.report.fits = result.plan, result.suggestion, result.fits
-            self.report.live_trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            if self.report.live_trainable_params != result.plan.trainable_params:
-                self._warn(f"the model trains {self.report.live_trainable_params:,} parameters, the plan "
-                           f"{result.plan.trainable_params:,}: a LoRA option qplan does not read may be in use")
-            plan = result.plan
-            state.log_history.append({
-                "qplan/fits": plan.fits, "qplan/predicted_peak_gib": plan.peak_bytes / 2**30,
-                "qplan/predicted_allocated_gib": plan.allocated_peak_bytes / 2**30,
-                "qplan/budget_gib": plan.gpu.budget_bytes / 2**30, "step": state.global_step,
-            })
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            self._write(args, state)
-            if result.fits:
-                logger.info("qplan: fits on %s: predicted peak %.2f GiB, headroom %.2f GiB", plan.gpu.label,
-                            plan.peak_bytes / 2**30, plan.headroom_bytes / 2**30)
-                return control
-            message = describe_failure(plan, result.suggestion)
-            if self.on_will_not_fit == "warn":
-                self._warn(message + " (training anyway: on_will_not_fit='warn')")
-                self._write(args, state)
-                return control
-            logger.error("qplan: %s", message)
-            control.should_training_stop = True
-            raise WillNotFit(plan, result.suggestion)
-
-        # ---- measure ----------------------------------------------------------------------------
-        def on_step_end(self, args, state, control, **kwargs):
-            import torch
-
-            if self.result is None or not torch.cuda.is_available() or state.global_step > self.measure_steps:
-                return control
-            torch.cuda.synchronize()
-            reading = Reading(step=state.global_step, max_memory_allocated=torch.cuda.max_memory_allocated(),
-                              max_memory_reserved=torch.cuda.max_memory_reserved())
-            reading.nvml_used, reading.nvml_source = self._nvml_used()
-            self.report.readings.append(reading)
-            plan, entry = self.result.plan, {"step": state.global_step}
-            for measured_key, predicted_key in METRICS:
-                measured = max((getattr(r, measured_key) or 0) for r in self.report.readings)
-                if not measured:
-                    continue
-                predicted = getattr(plan, predicted_key)
-                error = (measured - predicted) / predicted
-                self.report.comparison[measured_key] = Comparison(predicted=predicted, measured=measured, error=error)
-                entry[f"qplan/{measured_key}_gib"] = measured / 2**30
-                entry[f"qplan/{measured_key}_error"] = error
-            state.log_history.append(entry)
-            if state.global_step == self.measure_steps or state.global_step == state.max_steps:
-                for key, comp in self.report.comparison.items():
-                    if abs(comp.error) > self.tolerance:
-                        self._warn(f"measured {key} {comp.measured / 2**30:.2f} GiB vs predicted "
-                                   f"{comp.predicted / 2**30:.2f} GiB ({100 * comp.error:+.1f}%)")
+        self.report = MemoryReport(written="", environment=_environment())
+        if self.gpu == "auto" and not torch.cuda.is_available():
+            self.report.skipped = "no CUDA GPU and gpu='auto': nothing to plan for (give gpu='24GB' or a card name)"
+            logger.warning("qplan: %s", self.report.skipped)
             self._write(args, state)
             return control
+        result = self._plan(model, args)
+        self._log_plan(state, result.plan)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._write(args, state)
+        return self._verdict(args, state, control, result)
 
-        def _nvml_used(self) -> tuple[int | None, str | None]:
-            if self._nvml is None:
-                from planner.measure.nvml import Nvml  # pynvml, imported there; None readings without it
+    def _plan(self, model, args) -> Priced:
+        """The live run's plan; a trainable count that differs from the plan's is a warning."""
+        gpu = auto_gpu() if self.gpu == "auto" else self.gpu
+        request = request_from_objects(**live_run_inputs(model, args), gpu=gpu, gpus=self.gpus,
+                                       max_seq_length=self.max_seq_length, margin=self.margin)
+        self.result = result = price(request)
+        self.report.plan, self.report.suggestion, self.report.fits = result.plan, result.suggestion, result.fits
+        self.report.live_trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if self.report.live_trainable_params != result.plan.trainable_params:
+            self._warn(f"the model trains {self.report.live_trainable_params:,} parameters, the plan "
+                       f"{result.plan.trainable_params:,}: a LoRA option qplan does not read may be in use")
+        return result
 
-                import torch
+    @staticmethod
+    def _log_plan(state, plan: Plan) -> None:
+        state.log_history.append({
+            "qplan/fits": plan.fits, "qplan/predicted_peak_gib": plan.peak_bytes / GiB,
+            "qplan/predicted_allocated_gib": plan.allocated_peak_bytes / GiB,
+            "qplan/budget_gib": plan.gpu.budget_bytes / GiB, "step": state.global_step,
+        })
 
-                self._nvml = Nvml(torch.cuda.current_device())
-            used = self._nvml.process_used()
-            if used is not None:
-                return used, "process"
-            used = self._nvml.used()
-            return (used, "device") if used is not None else (None, None)
+    def _verdict(self, args, state, control, result: Priced):
+        """Fits: log it. Does not: warn and train (``on_will_not_fit="warn"``) or stop before step 1."""
+        plan = result.plan
+        if result.fits:
+            logger.info("qplan: fits on %s: predicted peak %.2f GiB, headroom %.2f GiB", plan.gpu.label,
+                        plan.peak_bytes / GiB, plan.headroom_bytes / GiB)
+            return control
+        message = describe_failure(plan, result.suggestion)
+        if self.on_will_not_fit == "warn":
+            self._warn(message + " (training anyway: on_will_not_fit='warn')")
+            self._write(args, state)
+            return control
+        logger.error("qplan: %s", message)
+        control.should_training_stop = True
+        raise WillNotFit(plan, result.suggestion)
 
-        # ---- output -----------------------------------------------------------------------------
-        def _warn(self, message: str) -> None:
-            logger.warning("qplan: %s", message)
-            self.report.warnings.append(message)
+    # ---- measure ----------------------------------------------------------------------------
+    def on_step_end(self, args, state, control, **kwargs):
+        import torch
 
-        def _write(self, args, state) -> None:
-            if not getattr(state, "is_world_process_zero", True) or not args.output_dir:
-                return
-            self.report.written = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            path = Path(args.output_dir) / self.json_name
-            os.makedirs(path.parent, exist_ok=True)
-            path.write_text(json.dumps(self.report.model_dump(mode="json"), indent=2) + "\n")
+        if self.result is None or not torch.cuda.is_available() or state.global_step > self.measure_steps:
+            return control
+        torch.cuda.synchronize()
+        reading = Reading(step=state.global_step, max_memory_allocated=torch.cuda.max_memory_allocated(),
+                          max_memory_reserved=torch.cuda.max_memory_reserved())
+        reading.nvml_used, reading.nvml_source = self._nvml_used()
+        self.report.readings.append(reading)
+        plan, entry = self.result.plan, {"step": state.global_step}
+        for measured_key, predicted_key in METRICS:
+            measured = max((getattr(r, measured_key) or 0) for r in self.report.readings)
+            if not measured:
+                continue
+            predicted = getattr(plan, predicted_key)
+            error = (measured - predicted) / predicted
+            self.report.comparison[measured_key] = Comparison(predicted=predicted, measured=measured, error=error)
+            entry[f"qplan/{measured_key}_gib"] = measured / GiB
+            entry[f"qplan/{measured_key}_error"] = error
+        state.log_history.append(entry)
+        if state.global_step == self.measure_steps or state.global_step == state.max_steps:
+            for key, comp in self.report.comparison.items():
+                if abs(comp.error) > self.tolerance:
+                    self._warn(f"measured {key} {comp.measured / GiB:.2f} GiB vs predicted "
+                               f"{comp.predicted / GiB:.2f} GiB ({100 * comp.error:+.1f}%)")
+        self._write(args, state)
+        return control
 
-    return QPlanCallback
+    def _nvml_used(self) -> tuple[int | None, str | None]:
+        if self._nvml is None:
+            from planner.measure.nvml import Nvml  # pynvml, imported there; None readings without it
 
+            import torch
 
-def __getattr__(name: str):
-    if name == "QPlanCallback":
-        cls = _define()
-        globals()["QPlanCallback"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            self._nvml = Nvml(torch.cuda.current_device())
+        used = self._nvml.process_used()
+        if used is not None:
+            return used, "process"
+        used = self._nvml.used()
+        return (used, "device") if used is not None else (None, None)
+
+    # ---- output -----------------------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        logger.warning("qplan: %s", message)
+        self.report.warnings.append(message)
+
+    def _write(self, args, state) -> None:
+        if not getattr(state, "is_world_process_zero", True) or not args.output_dir:
+            return
+        self.report.written = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        path = Path(args.output_dir) / self.json_name
+        os.makedirs(path.parent, exist_ok=True)
+        path.write_text(json.dumps(self.report.model_dump(mode="json"), indent=2) + "\n")
+

@@ -12,7 +12,7 @@ import pytest
 from planner.fit.calibrate import calibrate, cross_validate, least_squares, load_measurements, split_halves
 from planner.errors import QPlanError
 from planner.memory.overhead import select_profile
-from planner.pricing.price import Request, make_plan
+from planner.pricing.price import PlanRequest, price
 from planner.profiles import profiles_dir
 
 MEASUREMENTS = profiles_dir() / "measurements" / "core-h100.jsonl"
@@ -82,13 +82,13 @@ def test_default_margin_is_the_profiles_share_of_the_uncertain_part_and_an_expli
     from planner.memory.estimate import estimate
 
     profile = select_profile(name=PROFILE)
-    default = make_plan(Request(model="7b", gpu="h100"))
+    default = price(PlanRequest.named("7b", "h100")).plan
     est = estimate(resolve_model("7b"), default.settings, profile)
     assert 0 < est.exact_bytes < est.device_peak
     assert default.margin_bytes == math.ceil(profile.safety_margin * est.uncertain_bytes)
     assert default.gpu.budget_bytes == default.gpu.usable_bytes
     assert default.headroom_bytes == default.gpu.usable_bytes - default.peak_bytes - default.margin_bytes
-    explicit = make_plan(Request(model="7b", gpu="h100", margin=0.02))
+    explicit = price(PlanRequest.named("7b", "h100", margin=0.02)).plan
     assert explicit.margin_bytes == 0 and "--margin" in explicit.gpu.margin_rule
     assert explicit.gpu.budget_bytes == int(explicit.gpu.usable_bytes * 0.98)
 

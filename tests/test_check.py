@@ -82,7 +82,7 @@ def test_seed_70b_on_24gb_is_refused_with_reason_and_alternatives(capsys):
     plan = result["plan"]
     assert plan["settings"]["rank"] == 64 and plan["settings"]["seq_len"] == 512 and plan["settings"]["optim"] == "paged_adamw_32bit"
     assert plan["trainable_params"] == 828_375_040  # r=64 on all 7 projections of 80 layers (the seed says 272,629,760)
-    assert plan["notes"][0].startswith("the frozen model alone")
+    assert plan["notes"][0].startswith("the frozen base model (4-bit weights plus the modules left in 16/32-bit) alone needs")
     assert {a["kind"] for a in plan["alternatives"]} == {"larger-gpu", "more-gpus", "smaller-model"}
 
 

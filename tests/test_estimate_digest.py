@@ -22,11 +22,11 @@ KNOBS = (
 )
 
 
-def grid_digest() -> str:
+def grid_lines() -> list[str]:
     from planner.inputs.catalog import catalog_models
     from planner.inputs.config_file import load_config_file
-    from planner.preflight import check, run_from_config
-    from planner.pricing.price import Request, make_plan
+    from planner.preflight import request_from_config
+    from planner.pricing.price import PlanRequest, price
     from planner.inputs.settings import TrainSettings
 
     lines = []
@@ -34,20 +34,24 @@ def grid_digest() -> str:
         for card in CARDS:
             for knobs in KNOBS:
                 knobs = {**knobs, "seq_len": min(knobs["seq_len"], entry.architecture.max_positions)}
-                plan = make_plan(Request(model=entry.slug, gpu=card, settings=TrainSettings(**knobs),
-                                         fixed=set(knobs), top=3))
+                plan = price(PlanRequest.named(entry.slug, card, settings=TrainSettings(**knobs),
+                                           fixed=set(knobs), top=3)).plan
                 lines.append(json.dumps(plan.model_dump(mode="json"), sort_keys=True))
     for model in SEARCHED_MODELS:
         for card in ("rtx4090", "a100-80gb"):
-            plan = make_plan(Request(model=model, gpu=card, top=5))
+            plan = price(PlanRequest.named(model, card, top=5)).plan
             lines.append(json.dumps(plan.model_dump(mode="json"), sort_keys=True))
     for config in sorted(EXAMPLES.glob("*.yaml")):
         for gpu in ("24GB", "48GB", "80GB"):
-            result = check(run_from_config(load_config_file(config).model_copy(update={"gpu": gpu})))
+            result = price(request_from_config(load_config_file(config), gpu=gpu))
             lines.append(json.dumps({"plan": result.plan.model_dump(mode="json"),
                                      "suggestion": result.suggestion and result.suggestion.model_dump(mode="json")},
                                     sort_keys=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return lines
+
+
+def grid_digest() -> str:
+    return hashlib.sha256("\n".join(grid_lines()).encode()).hexdigest()
 
 
 def test_estimate_grid_is_unchanged():
@@ -55,5 +59,6 @@ def test_estimate_grid_is_unchanged():
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # this checkout's planner, not an installed one
     DIGEST.write_text(grid_digest() + "\n")
     print(DIGEST.read_text(), file=sys.stderr)

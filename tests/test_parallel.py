@@ -138,9 +138,9 @@ def test_cli_refuses_offload_on_one_gpu_in_one_line(capsys):
 def test_70b_on_one_24gb_card_points_to_more_cards_than_the_run_that_ran_out():
     """The seeds' question: 70B does not fit one 24 GB card. The more-GPUs answer is priced at seq_len 1024,
     which went out of memory on 2 x 24 GB (fsdp2-llama-2-70b-r16-s1024-b1-cap24), so it must ask for more."""
-    from planner.pricing.price import Request, make_plan
+    from planner.pricing.price import PlanRequest, price
 
-    plan = make_plan(Request(model="70b", gpu="24GB"))
+    plan = price(PlanRequest.named("70b", "24GB")).plan
     more = next(a for a in plan.alternatives if a.kind == "more-gpus")
     ran_out = next(m for m in fsdp_runs() if m.scenario.name == "fsdp2-llama-2-70b-r16-s1024-b1-cap24")
     assert ran_out.status == "oom" and ran_out.scenario.settings.seq_len == more.detail["settings"]["seq_len"]

@@ -53,7 +53,7 @@ def test_will_not_fit_without_a_change_names_alternatives():
     err = caught.value
     assert err.suggestion is None
     assert {a.kind for a in err.plan.alternatives} >= {"larger-gpu", "more-gpus", "smaller-model"}
-    assert "the frozen model alone" in str(err) and "Nothing on this card fits" in str(err)
+    assert "the frozen base model (4-bit weights plus the modules left in 16/32-bit) alone needs" in str(err) and "Nothing on this card fits" in str(err)
 
 
 def test_real_hf_objects_give_the_same_plan_as_dicts():
@@ -111,10 +111,10 @@ def test_missing_compute_dtype_is_refused_not_guessed():
         preflight("llama-3.1-8b", {"load_in_4bit": True}, {"r": 8}, {"max_length": 64}, gpu="24GB")
 
 
-def test_planner_preflight_is_callable_and_import_planner_stays_light():
+def test_preflight_plans_and_import_planner_stays_light():
     code = ("import sys, planner; assert 'torch' not in sys.modules; "
-            "from planner.preflight import WillNotFit; "
-            "plan = planner.preflight('llama-3.1-8b', {'load_in_4bit': True, 'bnb_4bit_compute_dtype': 'bfloat16'}, "
+            "from planner.preflight import WillNotFit, preflight; "
+            "plan = preflight('llama-3.1-8b', {'load_in_4bit': True, 'bnb_4bit_compute_dtype': 'bfloat16'}, "
             "{'r': 8}, {'max_length': 512, 'per_device_train_batch_size': 1, 'bf16': True}, gpu='24GB'); "
             "assert plan.fits and planner.WillNotFit is WillNotFit; "
             "assert not {'torch', 'transformers', 'peft'} & set(sys.modules), sorted(sys.modules)")

@@ -11,7 +11,7 @@ from planner.fit.calibrate import load_measurements
 from planner.inputs.catalog import resolve_model
 from planner.measure.suite import load_suite
 from planner.memory.overhead import select_profile
-from planner.pricing.price import Request, estimator_for, make_plan
+from planner.pricing.price import PlanRequest, estimator_for, price
 from planner.profiles import profiles_dir
 from planner.inputs.settings import Parallel
 
@@ -35,7 +35,7 @@ def test_every_suite_scenario_ran():
 def test_recommended_plan_trained_and_is_still_the_recommendation(card):
     model, gpu = CARDS[card]
     (record,) = [r for name, r in RECORDS.items() if name.startswith(card) and not name.endswith("seqx2")]
-    plan = make_plan(Request(model=model, gpu=gpu))
+    plan = price(PlanRequest.named(model, gpu)).plan
     top = plan.recommendations[0].settings
     assert record.scenario.memory_cap_bytes == plan.gpu.usable_bytes
     assert record.status == "ok" and record.peak_device <= record.scenario.memory_cap_bytes

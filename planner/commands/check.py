@@ -13,10 +13,11 @@ import argparse
 import json
 import sys
 
-from planner.inputs.config_file import load_config_file
 from planner.errors import QPlanError
-from planner.preflight import CheckResult, check, run_from_config
-from planner.commands.plan import MARGIN_HELP, parse_margin
+from planner.inputs.config_file import load_config_file
+from planner.preflight import Priced, request_from_config
+from planner.pricing import margin
+from planner.pricing.price import price
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,16 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training config, .yaml/.yml/.json (model, gpu, quantization, lora, training)")
     parser.add_argument("--gpu", "-g", help="check on this card instead of the config's gpu (name, size like 24GB, or auto)")
     parser.add_argument("--gpus", type=int, help="instead of the config's gpus")
-    parser.add_argument("--margin", help=MARGIN_HELP)
+    parser.add_argument("--margin", help=margin.HELP)
     parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config_file(args.config)
-    overrides = {key: value for key, value in (("gpu", args.gpu), ("gpus", args.gpus)) if value is not None}
-    if overrides.get("gpus", 1) < 1:
-        raise QPlanError(f"--gpus {args.gpus}: must be at least 1")
-    result = check(run_from_config(config.model_copy(update=overrides), margin=parse_margin(args.margin)))
+    if args.gpus is not None:
+        if args.gpus < 1:
+            raise QPlanError(f"--gpus {args.gpus}: must be at least 1")
+        config = config.model_copy(update={"gpus": args.gpus})
+    result = price(request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin)))
     if args.json:
         out = {"config": args.config, "fits": result.fits, "plan": result.plan.model_dump(mode="json"),
                "suggestion": result.suggestion.model_dump(mode="json") if result.suggestion else None}
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.fits else 1
 
 
-def render_check(result: CheckResult, source: str) -> None:
+def render_check(result: Priced, source: str) -> None:
     from rich.console import Console
 
     from planner.output.render import render

@@ -1,6 +1,6 @@
 """``qplan --model 70b --gpu 24GB [knobs]``: the memory plan, verdict and recommended settings.
 
-Knobs the user sets are kept fixed; the others are searched (see planner/recommend.py)."""
+Knobs the user sets are kept fixed; the others are searched (see planner/search/recommend.py)."""
 
 from __future__ import annotations
 
@@ -10,54 +10,12 @@ from typing import get_args
 
 from pydantic import ValidationError
 
+from planner.commands._common import add_knob_arguments, settings_from_args
 from planner.errors import QPlanError
-from planner.pricing.price import Request, make_plan
+from planner.inputs.settings import Parallel, Strategy
+from planner.pricing import margin
+from planner.pricing.price import PlanRequest, price
 from planner.search.recommend import PREFERENCES
-from planner.inputs.settings import Parallel, Strategy, TrainSettings
-
-# CLI flag -> TrainSettings field
-KNOBS = {
-    "quant": "quant", "double_quant": "double_quant", "compute_dtype": "compute_dtype", "rank": "rank",
-    "alpha": "alpha", "targets": "targets", "lora_dropout": "lora_dropout", "seq_len": "seq_len",
-    "batch": "batch", "grad_accum": "grad_accum", "optim": "optim",
-    "gradient_checkpointing": "gradient_checkpointing", "attn": "attn", "full": "full_finetune",
-    "prepare_kbit": "prepare_kbit", "autocast": "autocast", "expandable_segments": "expandable_segments",
-}
-
-
-def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training knobs, named as in BitsAndBytesConfig / LoraConfig / TrainingArguments."""
-    fields = TrainSettings.model_fields
-    bool_opt = argparse.BooleanOptionalAction
-    parser.add_argument("--quant", choices=["nf4", "fp4", "int8", "none"], help=fields["quant"].description)
-    parser.add_argument("--double-quant", action=bool_opt, default=None, help="bnb_4bit_use_double_quant (default on)")
-    parser.add_argument("--compute-dtype", choices=["bf16", "fp16"])
-    parser.add_argument("--rank", "-r", type=int, help="LoraConfig.r (searched when not given)")
-    parser.add_argument("--alpha", type=float, help="LoraConfig.lora_alpha (no effect on memory)")
-    parser.add_argument("--targets", help="all-linear | attn | comma-separated module names (default all-linear)")
-    parser.add_argument("--lora-dropout", type=float, help="LoraConfig.lora_dropout (default 0.05)")
-    parser.add_argument("--seq-len", type=int, help="max_seq_length (searched when not given)")
-    parser.add_argument("--batch", type=int, help="per_device_train_batch_size (searched when not given)")
-    parser.add_argument("--grad-accum", type=int, help="gradient_accumulation_steps (default: reach --target-batch)")
-    parser.add_argument("--optim", choices=list(TrainSettings.model_fields["optim"].annotation.__args__))
-    parser.add_argument("--gradient-checkpointing", action=bool_opt, default=None)
-    parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"])
-    parser.add_argument("--full", action="store_true", default=None, help="full fine-tuning in 16-bit (comparison)")
-    parser.add_argument("--prepare-kbit", action=bool_opt, default=None, help="prepare_model_for_kbit_training (default on)")
-    parser.add_argument("--autocast", action=bool_opt, default=None, help="Trainer bf16/fp16 autocast (default on)")
-    parser.add_argument("--expandable-segments", action="store_true", default=None,
-                        help="the run sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (less allocator slack)")
-
-
-def settings_from_args(args: argparse.Namespace) -> tuple[TrainSettings, set[str]]:
-    given = {field: getattr(args, flag) for flag, field in KNOBS.items() if getattr(args, flag, None) is not None}
-    try:
-        settings = TrainSettings(**given)
-    except ValueError as err:  # pydantic.ValidationError is a ValueError
-        first = err.errors()[0] if hasattr(err, "errors") else {"loc": ("?",), "msg": str(err)}
-        flag = "--" + str(first["loc"][0]).replace("_", "-") if first.get("loc") else "input"
-        raise QPlanError(f"{flag}: {first['msg']}") from None
-    return settings, set(given)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,27 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fsdp/zero3: parameters, gradients and optimizer state in host memory (Answer.AI's --use_cpu_offload)")
     add_knob_arguments(parser)
     parser.add_argument("--target-batch", type=int, default=16, help="sequences per optimizer step to reach with grad accumulation")
-    parser.add_argument("--margin", help=MARGIN_HELP)
+    parser.add_argument("--margin", help=margin.HELP)
     parser.add_argument("--prefer", choices=PREFERENCES, default="seq", help="what to maximise first")
     parser.add_argument("--top", type=int, default=5, help="how many fitting settings to list")
     parser.add_argument("--profile", help="overhead profile name under profiles/overhead/")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
-
-
-MARGIN_HELP = ("safety margin as a share of usable memory kept free, e.g. 5%%; default: the overhead profile's "
-               "share of each plan's estimated (not exactly counted) part, from its held-out validation")
-
-
-def parse_margin(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        raise QPlanError(f"--margin {text!r}: write it like 5% or 0.05") from None
-    if not 0 <= value < 0.9:
-        raise QPlanError(f"--margin {text!r} must be between 0% and 90%")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,11 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise QPlanError(f"--cpu-offload: {first.get('ctx', {}).get('error', first['msg'])}") from None
     if args.target_batch < 1 or args.top < 1:
         raise QPlanError("--target-batch and --top must be at least 1")
-    plan = make_plan(Request(
-        model=args.model, gpu=args.gpu, settings=settings, fixed=fixed, parallel=parallel,
-        target_batch=args.target_batch, margin=parse_margin(args.margin), prefer=args.prefer,
+    plan = price(PlanRequest.named(args.model, args.gpu, settings=settings, fixed=fixed, parallel=parallel,
+        target_batch=args.target_batch, margin=margin.parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,
-    ))
+    )).plan
     if args.json:
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:

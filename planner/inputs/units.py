@@ -41,3 +41,19 @@ def gib(nbytes: float) -> float:
 def fmt_gib(nbytes: float, digits: int = 2) -> str:
     """``fmt_gib(3 * GiB) == "3.00 GiB"``."""
     return f"{nbytes / GiB:.{digits}f} GiB"
+
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
+
+
+def parse_percent(text: str, *, what: str, below: float) -> float:
+    """``"5%"``, ``"5"`` or ``"0.05"`` -> 0.05: a number with ``%``, or a bare number of 1 or more, is a
+    percent; a bare number below 1 is a fraction. The result must lie in ``[0, below)``."""
+    match = _PERCENT.match(str(text))
+    if not match:
+        raise QPlanError(f"{what} {text!r}: write a percentage like 5%")
+    number = float(match.group(1))
+    share = number / 100 if match.group(2) or number >= 1 else number
+    if not share < below:
+        raise QPlanError(f"{what} {text!r} must be below {below:.0%}")
+    return share

@@ -1,12 +1,16 @@
 """Search the knobs the user left open for settings that fit, best first.
 
-Searched (unless fixed): rank over {8..256}, seq_len over powers of two from 256 to the model's
-max_position_embeddings, micro-batch over {1..64}, gradient checkpointing on/off, and the two paged AdamW
-optimizers; grad_accum = ceil(target_batch / micro-batch). Memory grows monotonically with seq_len and
-micro-batch, so each (rank, checkpointing, optimizer) scan stops at the first size that does not fit.
+Searched (unless fixed), from :mod:`planner.search.grid`: rank over ``RANKS``, seq_len over
+``doubling_seq_lens`` up to the model's max_position_embeddings, micro-batch over ``BATCHES``, gradient
+checkpointing on/off, and the two paged AdamW optimizers; grad_accum = ceil(target_batch / micro-batch).
+Memory grows monotonically with seq_len and micro-batch, so each (rank, checkpointing, optimizer) scan stops
+at the first size that does not fit.
 
 Ranking (``prefer="seq"``): longest seq_len, then tokens per optimizer step, then rank, then larger
 micro-batch, then no checkpointing (faster), then 32-bit optimizer state.
+
+The ranked plans come from a fast estimator; :func:`verified` re-prices the top ones with a slower, surer
+one (the traced path) and walks down past those that do not fit.
 """
 
 from __future__ import annotations
@@ -15,22 +19,13 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Callable, Iterable
 
+from planner.inputs.settings import TrainSettings
 from planner.memory.estimate import Estimate
 from planner.output.plan import Recommendation
-from planner.inputs.settings import RANKS, TrainSettings
+from planner.search.grid import BATCHES, RANKS, SEARCHED_OPTIMIZERS, doubling_seq_lens
 
-BATCHES = (1, 2, 4, 8, 16, 32, 64)
-SEARCHED_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit")
 PREFERENCES = ("seq", "tokens", "rank", "batch")
-
-
-def seq_lens(max_positions: int, start: int = 256) -> list[int]:
-    lengths, n = [], start
-    while n < max_positions:
-        lengths.append(n)
-        n *= 2
-    lengths.append(max_positions)
-    return lengths
+Estimator = Callable[[TrainSettings], Estimate]
 
 
 @dataclass
@@ -43,9 +38,9 @@ class Search:
     def _choices(self, field: str, default: Iterable) -> list:
         return [getattr(self.base, field)] if field in self.fixed else list(default)
 
-    def candidates(self, estimator: Callable[[TrainSettings], Estimate], budget: int) -> list[Recommendation]:
+    def candidates(self, estimator: Estimator, budget: int) -> list[Recommendation]:
         found: list[Recommendation] = []
-        seqs = self._choices("seq_len", seq_lens(self.max_positions))
+        seqs = self._choices("seq_len", doubling_seq_lens(self.max_positions))
         for rank in self._choices("rank", RANKS):
             for checkpointing in self._choices("gradient_checkpointing", (True, False)):
                 for optim in self._choices("optim", SEARCHED_OPTIMIZERS):
@@ -66,13 +61,15 @@ class Search:
                 if est.required_bytes > budget:
                     break
                 fitted_any = True
-                found.append(Recommendation(
-                    settings=settings, peak_bytes=est.device_peak, headroom_bytes=budget - est.required_bytes,
-                    tokens_per_step=batch * accum * seq,
-                ))
+                found.append(recommendation(settings, est, budget))
             if not fitted_any:
                 break
         return found
+
+
+def recommendation(settings: TrainSettings, est: Estimate, budget: int) -> Recommendation:
+    return Recommendation(settings=settings, peak_bytes=est.device_peak, headroom_bytes=budget - est.required_bytes,
+                          tokens_per_step=settings.tokens * settings.grad_accum)
 
 
 def rank_key(prefer: str) -> Callable[[Recommendation], tuple]:
@@ -86,3 +83,19 @@ def rank_key(prefer: str) -> Callable[[Recommendation], tuple]:
 
 def best(found: list[Recommendation], prefer: str = "seq", top: int = 5) -> list[Recommendation]:
     return sorted(found, key=rank_key(prefer), reverse=True)[:top]
+
+
+def verified(found: list[Recommendation], verify: Estimator | None, budget: int, prefer: str = "seq",
+             top: int = 5) -> list[Recommendation]:
+    """The ``top`` best plans that still fit when re-priced by ``verify``, walking down the ranking past
+    those that do not; each kept plan carries the verified numbers. ``verify=None``: :func:`best`."""
+    if verify is None:
+        return best(found, prefer, top)
+    kept: list[Recommendation] = []
+    for rec in sorted(found, key=rank_key(prefer), reverse=True):
+        est = verify(rec.settings)
+        if est.required_bytes <= budget:
+            kept.append(recommendation(rec.settings, est, budget))
+            if len(kept) == top:
+                break
+    return kept

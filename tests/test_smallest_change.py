@@ -1,4 +1,4 @@
-"""The "smallest change" search of planner.preflight, on a made-up estimator whose numbers are easy to follow,
+"""The "smallest change" search (planner.search.smallest_change), on a made-up estimator whose numbers are easy to follow,
 so every rule of the documented order is tested on its own; and on the real memory model for maximality."""
 
 from types import SimpleNamespace
@@ -9,7 +9,8 @@ from planner.inputs.catalog import resolve_model
 from planner.inputs.config_file import parse_config, to_settings
 from planner.memory.estimate import estimate
 from planner.memory.overhead import select_profile
-from planner.preflight import seq_options, smallest_change
+from planner.search.grid import shorter_seq_lens
+from planner.search.smallest_change import smallest_change
 
 
 def mapped(**training):
@@ -92,9 +93,9 @@ def test_patch_names_the_key_the_user_wrote():
     assert patch(smallest_change(m, fake, 1000)) == ["training.max_length: 4096 -> 896"]
 
 
-def test_seq_options():
-    assert seq_options(1024) == [128, 256, 384, 512, 640, 768, 896]
-    assert seq_options(100) == [25, 50]  # shortest first, for the bisection
+def test_shorter_seq_lens():
+    assert shorter_seq_lens(1024) == [128, 256, 384, 512, 640, 768, 896]
+    assert shorter_seq_lens(100) == [25, 50]  # shortest first, for the bisection
 
 
 def test_real_model_suggestion_is_maximal():
