@@ -1,16 +1,16 @@
 """``qplan`` entry point. ``qplan --model 70b --gpu 24GB`` plans; other verbs live in
-``planner/commands/<verb>.py``, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
+``planner/commands/<verb>.py``, each with ``add_arguments(parser)`` and ``run(args) -> int``.
 
-Exit codes: 0 success / fits, 1 does not fit or regression found, 2 bad input (one line, no traceback).
+Exit codes: 0 success / fits, 1 does not fit or regression found, 2 bad input (one line, no traceback),
+130 interrupted. A closed or full stdout (``qplan check x.yaml | head -2``) does not change the exit code:
+what could not be printed is dropped, and files are written all the same.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
-
-from planner.errors import QPlanError
 
 # verb -> module under planner.commands; modules are imported only when their verb is used,
 # so planning never pays for torch.
@@ -25,20 +25,71 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's default prints usage; keep bad input to one line
+        from planner.errors import QPlanError
+
+        raise QPlanError(message)
+
+
 def _parser(verb: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"qplan {verb}" if verb != "plan" else "qplan")
+    import importlib
+
+    parser = OneLineParser(prog=f"qplan {verb}" if verb != "plan" else "qplan")
     module = importlib.import_module(f"planner.commands.{COMMANDS[verb]}")
     module.add_arguments(parser)
     parser.set_defaults(_run=module.run)
     return parser
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's default prints usage; keep bad input to one line
-        raise QPlanError(message)
+class _DropOnBrokenPipe:
+    """stdout that drops what it cannot write once its reader has gone, so the command runs to its end."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    def _break(self) -> None:
+        """Send the rest to /dev/null (the recipe of Python's ``signal`` documentation for SIGPIPE)."""
+        self.broken = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    sys.stdout = _DropOnBrokenPipe(stdout)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("qplan: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
+    from planner.errors import QPlanError
+    from planner.files import exit_on_sigterm
+
+    exit_on_sigterm()
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = argv[0] if argv and argv[0] in COMMANDS else "plan"
     if argv and argv[0] in COMMANDS:
@@ -46,16 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]) and verb == "plan":
         print("qplan verbs: " + ", ".join(COMMANDS) + "  (qplan VERB --help)\n")
     try:
-        parser = _parser(verb)
-        parser.__class__ = OneLineParser
-        args = parser.parse_args(argv)
-        return int(args._run(args) or 0)
+        args = _parser(verb).parse_args(argv)
+        code = int(args._run(args) or 0)
     except QPlanError as err:
         print(f"qplan: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("qplan: interrupted", file=sys.stderr)
-        return 130
+        code = 2
+    except RecursionError:
+        print("qplan: error: input nested too deeply to read", file=sys.stderr)
+        code = 2
+    return code
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import pytest
 
 from planner.errors import QPlanError
 from planner.regress.compare import compare, parse_tolerance
-from planner.regress.resultfile import ResultsFile, git_state, load_results, write_atomic, write_results
+from planner.files import write_file
+from planner.regress.resultfile import ResultsFile, git_state, load_results, write_results
 from planner.inputs.units import GiB
 
 FIXTURES = Path(__file__).parent / "fixtures" / "regress"
@@ -235,8 +236,8 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(out, "new", force=True)
+    with pytest.raises(QPlanError, match="disk full"):
+        write_file(out, "new", force=True)
     assert out.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["base.json"]
 

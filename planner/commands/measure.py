@@ -17,7 +17,7 @@ from pathlib import Path
 from planner.errors import QPlanError
 from planner.measure.cuda import require_cuda
 from planner.results import Measurement, Scenario, Suite
-from planner.inputs.units import fmt_gib, parse_size
+from planner.inputs.units import parse_size
 from planner.commands._common import add_knob_arguments, settings_from_args
 
 
@@ -67,25 +67,11 @@ def scenarios_from_args(args: argparse.Namespace) -> list[Scenario]:
     return scenarios
 
 
-def summary(m: Measurement) -> str:
-    style = {"ok": "green", "oom": "yellow", "error": "red"}[m.status]
-    parts = [f"[{style}]{m.status:5}[/] {m.scenario.name}"]
-    if m.peak_allocated is not None:
-        parts.append(f"peak allocated {fmt_gib(m.peak_allocated)}, reserved {fmt_gib(m.peak_reserved)}")
-    if m.peak_device is not None:
-        parts.append(f"device {fmt_gib(m.peak_device)}")
-    if m.oom_phase:
-        parts.append(f"OOM in {m.oom_phase}")
-    if m.status == "error" and m.error:
-        parts.append(m.error[:200])
-    return " | ".join(parts)
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from planner.measure.suite import run_suite
+    from planner.measure.suite import run_suite, summary
 
     scenarios = scenarios_from_args(args)
     if args.append and args.force:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from planner.cli import OneLineParser
 from planner.errors import QPlanError
+from planner.files import check_output
 from planner.regress.compare import METRICS, compare
-from planner.regress.resultfile import load_results, refuse_overwrite, write_results
+from planner.regress.resultfile import load_results, write_results
 from planner.results import Suite
 
 
@@ -72,7 +73,7 @@ def _suite(spec: str) -> Suite:
 def _run(args: argparse.Namespace) -> int:
     from planner.regress.run import measure_suite, stream_path
 
-    refuse_overwrite(args.out, args.force)
+    check_output(args.out, force=args.force)
     if args.timeout is not None and args.timeout <= 0:
         raise QPlanError("--timeout must be positive")
     results = measure_suite(_suite(args.suite), args.out, script=args.script, force=args.force,
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from planner.regress.predict import predict_suite
 
-    refuse_overwrite(args.out, args.force)
+    check_output(args.out, force=args.force)
     results = predict_suite(_suite(args.suite), gpu=args.gpu, profile=args.profile)
     write_results(args.out, results, force=args.force)
     info = results.provenance
@@ -100,11 +101,17 @@ def _compare(args: argparse.Namespace) -> int:
     from planner.regress.report import check_report_path
 
     for report in args.report:
-        check_report_path(report, args.force)
+        check_report_path(report, args.force, inputs=(args.base, args.new))
     comp = compare(
         load_results(args.base), load_results(args.new), metric=args.metric, tolerance=args.tolerance,
         allow_mismatch=args.allow_mismatch, base_path=args.base, new_path=args.new,
     )
+    written = []  # reports first: they are written whatever happens to stdout afterwards
+    if args.report and comp.exit_code != 2:
+        from planner.regress.report import write_report
+
+        for report in args.report:
+            written += write_report(comp, report, force=args.force)
     if args.json:
         sys.stdout.write(comp.model_dump_json(indent=2) + "\n")
     else:
@@ -114,10 +121,6 @@ def _compare(args: argparse.Namespace) -> int:
     if comp.exit_code == 2:
         blocking = "; ".join(f"{d.what}: {d.base} vs {d.new}".strip() for d in comp.differences if d.severity == "blocking")
         raise QPlanError(f"base and new are not comparable ({blocking}); pass --allow-mismatch to compare anyway")
-    if args.report:
-        from planner.regress.report import write_report
-
-        for report in args.report:
-            for path in write_report(comp, report, force=args.force):
-                print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return comp.exit_code

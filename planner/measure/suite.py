@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from planner.errors import QPlanError
+from planner.inputs.units import fmt_gib
 from planner.profiles import profiles_dir
 from planner.results import Measurement, Scenario, Suite
 from planner.inputs.settings import ALLOC_CONF, EXPANDABLE
@@ -138,3 +139,17 @@ def run_suite(suite: Suite | list[Scenario], stream: str | Path, *, on_result: C
             on_result(measurement)
     return results
 
+
+def summary(m: Measurement) -> str:
+    """One rich-markup line per finished scenario, for the progress display."""
+    style = {"ok": "green", "oom": "yellow", "error": "red"}[m.status]
+    parts = [f"[{style}]{m.status:5}[/] {m.scenario.name}"]
+    if m.peak_allocated is not None:
+        parts.append(f"peak allocated {fmt_gib(m.peak_allocated)}, reserved {fmt_gib(m.peak_reserved)}")
+    if m.peak_device is not None:
+        parts.append(f"device {fmt_gib(m.peak_device)}")
+    if m.oom_phase:
+        parts.append(f"OOM in {m.oom_phase}")
+    if m.status == "error" and m.error:
+        parts.append(m.error[:200])
+    return " | ".join(parts)

@@ -1,5 +1,5 @@
 """Regression reports to keep or share: ``report.html`` (self-contained, the PNG plot embedded as base64)
-or ``report.md`` (with the PNG written next to it, ``report.png``, and linked). Sizes in GiB (2**30 bytes).
+or ``report.md`` (with the PNG written next to it, ``report.png``, and linked; the pair is written as one unit). Sizes in GiB (2**30 bytes).
 Neither overwrites an existing file unless ``force``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from planner.errors import QPlanError
 from planner.regress.compare import FAILING, METRIC_LABELS, Comparison, describe
 from planner.regress.console import OOM_NOTE
 from planner.regress.plot import plot_png
-from planner.regress.resultfile import refuse_overwrite, write_atomic
+from planner.files import check_output, write_files
 
 REPORT_SUFFIXES = (".html", ".md")
 SCENARIO_COLUMNS = ("scenario", "model", "base GiB", "new GiB", "delta GiB", "delta %", "verdict", "note")
@@ -98,13 +98,13 @@ def html_report(comp: Comparison, png: bytes) -> str:
     return "\n".join(parts)
 
 
-def check_report_path(path: Path, force: bool) -> None:
-    """Fail before any work on a wrong suffix or a file (report, or the .md's PNG) that would be overwritten."""
+def check_report_path(path: Path, force: bool, inputs: tuple = ()) -> None:
+    """Fail before any work on a wrong suffix or a file (report, or the .md's PNG) that may not be written."""
     if path.suffix.lower() not in REPORT_SUFFIXES:
         raise QPlanError(f"--report {path}: name it .html or .md")
-    refuse_overwrite(path, force)
+    check_output(path, force=force, inputs=inputs)
     if path.suffix.lower() == ".md":
-        refuse_overwrite(path.with_suffix(".png"), force)
+        check_output(path.with_suffix(".png"), force=force, inputs=inputs)
 
 
 def write_report(comp: Comparison, path: str | Path, *, force: bool = False) -> list[Path]:
@@ -115,5 +115,5 @@ def write_report(comp: Comparison, path: str | Path, *, force: bool = False) -> 
     markdown = path.suffix.lower() == ".md"
     png = plot_png(comp)
     if not markdown:
-        return [write_atomic(path, html_report(comp, png), force=force)]
-    return [write_atomic(png_path, png, force=force), write_atomic(path, markdown_report(comp, png_path.name), force=force)]
+        return write_files({path: html_report(comp, png)}, force=force)
+    return write_files({png_path: png, path: markdown_report(comp, png_path.name)}, force=force)

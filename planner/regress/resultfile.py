@@ -13,7 +13,7 @@ Format (``format: "qplan-results/1"``), one JSON document::
 
 Also read: the JSON-lines form ``qplan measure`` writes (one :class:`~planner.results.Measurement` per
 line); its provenance is taken from the measurements, which must agree on GPU and versions.
-Scenario names are unique within a file. Files are written atomically (temp file + ``os.replace``) and
+Scenario names are unique within a file. Files are written through :mod:`planner.files` (whole or not at all) and
 never over an existing file unless ``force``.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from planner import __version__
 from planner.errors import QPlanError
+from planner.files import read_text, write_file
 from planner.results import Measurement, Provenance
 
 FORMAT = "qplan-results/1"
@@ -173,12 +173,7 @@ def _from_json_lines(lines: list[str], path: Path) -> ResultsFile:
 def load_results(path: str | Path) -> ResultsFile:
     """Read a results file (document or JSON lines); any problem is one :class:`QPlanError` line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise QPlanError(f"results file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise QPlanError(f"cannot read results file {path}: {err}") from None
+    text = read_text(path, "results file")
     if not text.strip():
         raise QPlanError(f"results file {path} is empty")
     try:
@@ -207,38 +202,8 @@ def _parses(line: str) -> bool:
     return True
 
 
-def refuse_overwrite(path: Path, force: bool) -> None:
-    """Fail before any work is done when ``path`` exists and ``--force`` was not given."""
-    if path.exists() and not force:
-        raise QPlanError(f"{path} already exists; pass --force to overwrite it")
-
-
-def write_atomic(path: str | Path, data: str | bytes, *, force: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``: readers see
-    the old file or the whole new one, never half of it. Refuses an existing ``path`` unless ``force``."""
-    path = Path(path)
-    refuse_overwrite(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_results(path: str | Path, results: ResultsFile, *, force: bool = False) -> Path:
-    return write_atomic(path, results.model_dump_json(indent=1) + "\n", force=force)
+    return write_file(path, results.model_dump_json(indent=1) + "\n", force=force)
 
 
 def run_info(kind: Kind, suite: str | None, **fields) -> RunInfo:

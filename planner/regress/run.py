@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from planner.errors import QPlanError
+from planner.files import check_output
 from planner.results import Measurement, Suite
-from planner.regress.resultfile import ResultsFile, ScriptInfo, common_environment, git_state, refuse_overwrite, run_info
+from planner.regress.resultfile import ResultsFile, ScriptInfo, common_environment, git_state, run_info
 
 
 def stream_path(out: Path) -> Path:
@@ -32,15 +33,14 @@ def measure_suite(suite: Suite, out: Path, *, script: Path | None = None, force:
     """Run every scenario of ``suite`` through the measuring harness and return the results file
     (not yet written: see :func:`~.resultfile.write_results`). ``script`` is only recorded (path and git
     commit): the harness runs its own recipe, ``planner/measure/recipe.py``."""
-    from planner.commands.measure import summary
     from planner.measure.cuda import require_cuda
-    from planner.measure.suite import TIMEOUT_S, run_suite
+    from planner.measure.suite import TIMEOUT_S, run_suite, summary
 
     if script is not None and not script.is_file():
         raise QPlanError(f"--script {script}: no such file")
     require_cuda(max((s.gpus for s in suite.scenarios), default=1))
     stream = stream_path(out)
-    refuse_overwrite(stream, force)
+    check_output(stream, force=force)
     stream.unlink(missing_ok=True)
     console = console or Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
