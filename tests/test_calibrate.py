@@ -103,9 +103,36 @@ def test_validate_cli_prints_held_out_errors():
     assert "two-fold held-out fits" in result.stdout and "median |error|" in result.stdout
 
 
-def test_calibrate_refuses_to_replace_a_profile(tmp_path):
-    result = run_cli("calibrate", str(MEASUREMENTS), "--name", PROFILE)
-    assert result.returncode == 2 and "pass --force" in result.stderr and "Traceback" not in result.stderr
+def test_calibrate_writes_a_user_profile_and_never_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    before = sorted(p.name for p in (profiles_dir() / "overhead").iterdir())
+    result = run_cli("calibrate", str(MEASUREMENTS), "--name", "mine")
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "qplan" / "profiles" / "mine.json"
+    assert written.is_file() and f"--profile {written}" in result.stdout
+    assert sorted(p.name for p in (profiles_dir() / "overhead").iterdir()) == before
+    assert select_profile("NVIDIA H100 80GB HBM3").name == PROFILE  # the new one is not a silent default
+    assert select_profile(name=str(written)).name == "mine"
+    again = run_cli("calibrate", str(MEASUREMENTS), "--name", "mine")
+    assert again.returncode == 2 and "pass --force" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("name", ["../evil", "/tmp/x", "a/b", ""])
+def test_calibrate_refuses_a_name_that_is_a_path(name):
+    result = run_cli("calibrate", str(MEASUREMENTS), "--name", name)
+    assert result.returncode == 2 and "not a path" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("field,value", [("peak_device", -5), ("peak_reserved", 10**30)])
+def test_calibrate_refuses_impossible_peaks(tmp_path, field, value):
+    rows = [json.loads(line) for line in MEASUREMENTS.read_text().splitlines() if line.strip()]
+    first = next(row for row in rows if row["status"] == "ok")
+    first[field] = value
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    result = run_cli("calibrate", str(bad), "--name", "x", "--out", str(tmp_path / "x.json"))
+    assert result.returncode == 2 and "refusing to calibrate" in result.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_corrupt_measurements_are_one_clear_line(tmp_path):
@@ -130,3 +157,17 @@ def test_readme_publishes_the_profiles_validation():
             f"{v['max_abs_allocated_error']:.1%} |") in readme
     assert f"{profile.safety_margin:.0%} of the estimated part for the default allocator" in readme
     assert f"{profile.expandable_segments.safety_margin:.0%} with expandable segments" in readme
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"[]", b'{"name": "x", "safety_margin": NaN}', b"{"])
+def test_a_malformed_profile_fails_only_the_plans_that_name_it(tmp_path, monkeypatch, content):
+    import shutil
+
+    from planner.memory import overhead
+
+    shutil.copytree(profiles_dir() / "overhead", tmp_path / "overhead")
+    (tmp_path / "overhead" / "broken.json").write_bytes(content)
+    monkeypatch.setattr(overhead, "profiles_dir", lambda: tmp_path)
+    assert overhead.select_profile("NVIDIA H100 80GB HBM3").name == PROFILE
+    with pytest.raises(QPlanError, match="broken.json"):
+        overhead.select_profile(name="broken")

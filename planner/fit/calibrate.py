@@ -18,8 +18,6 @@ The tensor formulas are not tuned.
 
 from __future__ import annotations
 
-import json
-import math
 import statistics
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from pydantic import BaseModel
 
 from planner.inputs.catalog import resolve_model
 from planner.errors import QPlanError
+from planner.pricing.margin import share_from_worst
 from planner.memory.estimate import estimate
 from planner.memory.overhead import AllocatorSlack, OverheadProfile
 from planner.regress.resultfile import load_results
@@ -36,8 +35,25 @@ from planner.inputs.settings import TrainSettings, expandable_in
 
 def load_measurements(paths: list[str | Path]) -> list[Measurement]:
     """The measurements of every file: JSON lines from ``qplan measure`` or a ``qplan regress`` results file
-    (:func:`planner.regress.resultfile.load_results`; a bad file or line is one clear error)."""
-    return [m for path in paths for m in load_results(path).measurements]
+    (:func:`planner.regress.resultfile.load_results`; a bad file or line is one clear error). A completed run
+    whose peaks are not physical is refused: every peak above zero, reserved at least allocated, none above
+    the GPU's memory."""
+    records = [m for path in paths for m in load_results(path).measurements]
+    for m in records:
+        if m.status == "ok":
+            _check_physical(m)
+    return records
+
+
+def _check_physical(m: Measurement) -> None:
+    total = m.provenance.gpu_total_bytes if m.provenance else None
+    peaks = {"peak_allocated": m.peak_allocated, "peak_reserved": m.peak_reserved, "peak_device": m.peak_device}
+    for name, value in peaks.items():
+        if value is not None and (value <= 0 or (total and value > total)):
+            raise QPlanError(f"measurement {m.scenario.name!r}: {name} {value} is not a peak a GPU of "
+                             f"{total or 'unknown'} bytes can show; refusing to calibrate on it")
+    if m.peak_allocated and m.peak_reserved and m.peak_reserved < m.peak_allocated:
+        raise QPlanError(f"measurement {m.scenario.name!r}: peak_reserved below peak_allocated")
 
 
 def usable(records: list[Measurement]) -> list[Measurement]:
@@ -295,12 +311,4 @@ def _worst_share(rows: list[Row]) -> float:
 
 
 def _margin(rows: list[Row]) -> float:
-    return max(math.ceil(100 * _worst_share(rows)) / 100, 0.01)
-
-
-def write_profile(profile: OverheadProfile, path: Path, force: bool = False) -> None:
-    if path.exists() and not force:
-        raise QPlanError(f"{path} exists; pass --force to replace it")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(profile.model_dump(), indent=1) + "\n")
-    tmp.replace(path)
+    return share_from_worst(_worst_share(rows))

@@ -20,16 +20,19 @@ them. So the slack grows with the per-layer activations and with the logits, not
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import QPlanError
-from planner.profiles import load_profile_json, profiles_dir
+from planner.files import read_text
+from planner.profiles import profiles_dir
 
 
 class AllocatorSlack(BaseModel):
     """Reserved minus allocated at the peak for one allocator setting (formula in the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     ratio: float = 0.0
     bytes: int = 0
@@ -43,7 +46,7 @@ class AllocatorSlack(BaseModel):
 
 
 class OverheadProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     status: str = Field(description="'calibrated' (fitted on measurements) or 'literature' (not measured here)")
@@ -51,14 +54,14 @@ class OverheadProfile(BaseModel):
     versions: dict[str, str] = {}
     date: str | None = None
     source: str
-    cuda_context_bytes: int
-    cublas_workspace_bytes: int
+    cuda_context_bytes: int = Field(ge=0)
+    cublas_workspace_bytes: int = Field(ge=0)
     fragmentation_ratio: float
     fragmentation_bytes: int = 0
     fragmentation_recompute_ratio: float = Field(0.0, description="reserved slack per byte of one checkpointed layer's activations")
     fragmentation_logits_ratio: float = Field(0.0, description="reserved slack per byte of the fp32 logits (4*T*V)")
-    driver_reserved_bytes: int = Field(0, description="device memory in use before any process starts (NVML)")
-    safety_margin: float = Field(0.15, description="share of a plan's uncertain part (Estimate.uncertain_bytes) kept "
+    driver_reserved_bytes: int = Field(0, ge=0, description="device memory in use before any process starts (NVML)")
+    safety_margin: float = Field(0.15, ge=0, le=0.9, description="share of a plan's uncertain part (Estimate.uncertain_bytes) kept "
                                  "free by default: the worst held-out under-prediction as a share of it (qplan calibrate)")
     expandable_segments: AllocatorSlack | None = Field(None, description="slack terms under expandable segments "
                                                       "(None: not measured, the default allocator's terms stand in)")
@@ -82,27 +85,42 @@ class OverheadProfile(BaseModel):
         return allocated + self.allocator(expandable).slack(allocated, recomputed_layer, fp32_logits)
 
 
-def available_profiles() -> list[OverheadProfile]:
-    """Every profile under ``profiles/overhead/``; a malformed one is one clear error naming its file."""
-    profiles = []
+def read_profile(path: Path) -> OverheadProfile:
+    """One profile file; anything malformed (not UTF-8 or JSON, NaN, the wrong shape) is one clear error."""
+    text = read_text(path, "overhead profile")
+    try:
+        return OverheadProfile.model_validate_json(text)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
+        raise QPlanError(f"{path}: not an overhead profile ({where}: {first['msg']})") from None
+
+
+def available_profiles() -> tuple[list[OverheadProfile], dict[str, str]]:
+    """The profiles shipped under ``profiles/overhead/``, and file stem -> error for malformed ones (left
+    out of every choice, so a broken file only fails a plan that names it)."""
+    profiles, broken = [], {}
     for path in sorted((profiles_dir() / "overhead").glob("*.json")):
         try:
-            profiles.append(OverheadProfile(**load_profile_json(f"overhead/{path.name}")))
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise QPlanError(f"{path}: not an overhead profile ({where}: {first['msg']})") from None
-    return profiles
+            profiles.append(read_profile(path))
+        except QPlanError as err:
+            broken[path.stem] = str(err)
+    return profiles, broken
 
 
 def select_profile(gpu_name: str | None = None, name: str | None = None) -> OverheadProfile:
-    """The named profile; else a calibrated one measured on this GPU model; else the newest calibrated one;
-    else the literature defaults."""
-    profiles = available_profiles()
+    """The named profile (a shipped name, or the path of a profile file such as ``qplan calibrate`` writes);
+    else a calibrated one measured on this GPU model; else the newest calibrated one; else the literature
+    defaults."""
+    profiles, broken = available_profiles()
     if name:
         for profile in profiles:
             if profile.name == name:
                 return profile
+        if name in broken:
+            raise QPlanError(broken[name])
+        if name.endswith(".json") or "/" in name:
+            return read_profile(Path(name))
         raise QPlanError(f"no overhead profile named {name!r}; have {', '.join(p.name for p in profiles)}")
     calibrated = sorted((p for p in profiles if p.status == "calibrated"), key=lambda p: p.date or "")
     if gpu_name:
