@@ -200,7 +200,6 @@ def test_paged_state_bytes_follow_bitsandbytes_rules():
     assert caps.paged_state_bytes("paged_adamw_8bit", sizes) == 2 * (100_000 + 4096 * 64)
     assert caps.paged_state_bytes("adamw_8bit", sizes) == 0
     assert caps.paged_state_bytes("adamw_torch", sizes) == 0
-    assert caps.bnb_optim("adamw_bnb_8bit") == (False, 8)
 
 
 def test_paged_state_bytes_match_a_real_bitsandbytes_optimizer():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from planner.errors import QPlanError
-from planner.inputs.settings import OPTIMIZERS, TrainSettings
+from planner.inputs.settings import TRAINING_ARGS_OPTIM, TrainSettings
 
 # CLI flag -> TrainSettings field
 KNOBS = {
@@ -31,7 +31,8 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, help="max_seq_length (searched when not given)")
     parser.add_argument("--batch", type=int, help="per_device_train_batch_size (searched when not given)")
     parser.add_argument("--grad-accum", type=int, help="gradient_accumulation_steps (default: reach --target-batch)")
-    parser.add_argument("--optim", choices=OPTIMIZERS)
+    parser.add_argument("--optim", choices=list(TRAINING_ARGS_OPTIM),
+                        help="TrainingArguments.optim (adamw_torch_fused is priced as adamw_torch, adamw_bnb_8bit as adamw_8bit)")
     parser.add_argument("--gradient-checkpointing", action=bool_opt, default=None)
     parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"])
     parser.add_argument("--full", action="store_true", default=None, help="full fine-tuning in 16-bit (comparison)")
@@ -43,6 +44,8 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> tuple[TrainSettings, set[str]]:
     given = {field: getattr(args, flag) for flag, field in KNOBS.items() if getattr(args, flag, None) is not None}
+    if "optim" in given:
+        given["optim"] = TRAINING_ARGS_OPTIM[given["optim"]]
     try:
         settings = TrainSettings(**given)
     except ValueError as err:  # pydantic.ValidationError is a ValueError

@@ -36,26 +36,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import QPlanError
-from planner.inputs.settings import TrainSettings
+from planner.inputs.settings import TRAINING_ARGS_OPTIM, TrainSettings
 
 # ---- value normalization --------------------------------------------------------------------------
 
 # bnb_4bit_compute_dtype / bf16-fp16 names -> TrainSettings.compute_dtype
 COMPUTE_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
 
-# TrainingArguments.optim -> TrainSettings.optim: the optimizer class the Trainer builds for the name
-# (transformers 5.23 trainer_optimizer.py: adamw_torch_fused is torch AdamW(fused=True); adamw_8bit is an
-# alias of adamw_bnb_8bit, bitsandbytes AdamW with optim_bits=8).
-OPTIMIZERS = {
-    "adamw_torch": "adamw_torch",
-    "adamw_torch_fused": "adamw_torch",
-    "adamw_bnb_8bit": "adamw_8bit",
-    "adamw_8bit": "adamw_8bit",
-    "paged_adamw_32bit": "paged_adamw_32bit",
-    "paged_adamw_8bit": "paged_adamw_8bit",
-    "adafactor": "adafactor",
-    "sgd": "sgd",
-}
 # transformers 5.23 training_args.py: default_optim is adamw_torch_fused with torch >= 2.8
 DEFAULT_OPTIM = "adamw_torch_fused"
 
@@ -359,9 +346,9 @@ def to_settings(config: RunConfig, model_type: str, labels: Mapping[str, str] | 
     take("seq_len", "training", "max_seq_length" if train.max_seq_length else "max_length", train.seq_len)
     take("batch", "training", "per_device_train_batch_size", train.per_device_train_batch_size)
     take("grad_accum", "training", "gradient_accumulation_steps", train.gradient_accumulation_steps)
-    if train.optim not in OPTIMIZERS:
-        raise QPlanError(f"{label['training']}.optim {train.optim!r} is not modelled; qplan knows {', '.join(OPTIMIZERS)}")
-    take("optim", "training", "optim", OPTIMIZERS[train.optim], train.optim)
+    if train.optim not in TRAINING_ARGS_OPTIM:
+        raise QPlanError(f"{label['training']}.optim {train.optim!r} is not modelled; qplan knows {', '.join(TRAINING_ARGS_OPTIM)}")
+    take("optim", "training", "optim", TRAINING_ARGS_OPTIM[train.optim], train.optim)
     if train.optim == "adamw_torch_fused":
         out.notes.append(
             "optim adamw_torch_fused is priced as adamw_torch (the same two float32 states); the fused kernel "

@@ -28,6 +28,15 @@ def expandable_in(alloc_conf: str | None) -> bool:
 
 
 OPTIMIZERS: tuple[str, ...] = Optim.__args__  # type: ignore[attr-defined]
+# TrainingArguments.optim name -> the optimizer qplan prices it as (transformers 5.23 trainer_optimizer.py:
+# adamw_torch_fused is torch AdamW(fused=True), the same two float32 states as adamw_torch; adamw_8bit is an
+# alias of adamw_bnb_8bit, bitsandbytes AdamW with optim_bits=8). Every other name is refused.
+TRAINING_ARGS_OPTIM = {
+    "adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch",
+    "adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit",
+    "paged_adamw_32bit": "paged_adamw_32bit", "paged_adamw_8bit": "paged_adamw_8bit",
+    "adafactor": "adafactor", "sgd": "sgd",
+}
 RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
 
 

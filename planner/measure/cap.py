@@ -24,12 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from planner.inputs.units import MiB
+from planner.memory.optimizer import optimizer_memory
 
-# bitsandbytes 0.50 optim/optimizer.py Optimizer8bit.get_state_buffer: a state buffer is paged when the
-# optimizer is paged and p.numel() >= 1e5; Optimizer2State.init_state: 32-bit state1/state2 are float32,
-# 8-bit ones uint8 when p.numel() >= min_8bit_size (4096) - always so at 1e5.
-PAGE_MIN_NUMEL = 100_000
-STATE_BYTES = {32: 8, 8: 2}  # two states per parameter
 PAGED_MARGIN = 512 * MiB  # free memory kept beside the managed pages when they are placed
 
 
@@ -42,21 +38,10 @@ class PagedRefused(Exception):
     because managed memory on a nearly full GPU can hang the GPU itself."""
 
 
-def bnb_optim(optim: str) -> tuple[bool, int] | None:
-    """``(is_paged, optim_bits)`` as transformers' ``trainer_optimizer._get_bitsandbytes_optimizer`` derives
-    them from the ``optim`` name (``"paged" in name``, ``8 if "8bit" in name else 32``); ``None`` for a
-    non-bitsandbytes optimizer."""
-    if optim in ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd"):
-        return None
-    return "paged" in optim, 8 if "8bit" in optim else 32
-
-
 def paged_state_bytes(optim: str, numels: Iterable[int]) -> int:
-    """Bytes of managed memory a bitsandbytes optimizer pages for trainable tensors of these sizes."""
-    kind = bnb_optim(optim)
-    if kind is None or not kind[0]:
-        return 0
-    return sum(n * STATE_BYTES[kind[1]] for n in numels if n >= PAGE_MIN_NUMEL)
+    """Bytes of managed memory a bitsandbytes optimizer pages for trainable tensors of these sizes, as the
+    memory model counts them (:func:`planner.memory.optimizer.optimizer_memory`)."""
+    return optimizer_memory(optim, [(1, n, 1) for n in numels], 4).paged
 
 
 def allocator_fraction(cap: int, context: int, paged: int, total: int) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from planner.inputs.catalog import find_entry
@@ -37,12 +38,19 @@ def load_config(model: str) -> dict:
 
 
 def config_dir(model: str) -> Path:
-    """The folder holding the model's ``config.json``; for a catalogue model, a folder under the temp dir."""
+    """The folder holding the model's ``config.json``; for a catalogue model, one in a private temp folder."""
     folder = _given_folder(model)
     if folder is not None:
         return folder
     config = load_config(model)
-    folder = Path(tempfile.gettempdir()) / "qplan-configs" / find_entry(model).slug
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _private_root() / find_entry(model).slug
+    folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     return folder
+
+
+@cache
+def _private_root() -> Path:
+    """A folder of this process's own (``mkdtemp``: mode 0700, a fresh name), so no other user can plant a
+    link where a catalogue config is written."""
+    return Path(tempfile.mkdtemp(prefix="qplan-configs-"))

@@ -18,19 +18,12 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
-from planner.inputs.settings import TrainSettings
+from planner.inputs.settings import TRAINING_ARGS_OPTIM, TrainSettings
 
 LEARNING_RATE = 2e-4  # the seeds' TrainingArguments
 MAX_GRAD_NORM = 0.3
-# settings.optim -> TrainingArguments.optim (transformers training_args.py OptimizerNames)
-TRAINER_OPTIM = {
-    "paged_adamw_32bit": "paged_adamw_32bit",
-    "paged_adamw_8bit": "paged_adamw_8bit",
-    "adamw_torch": "adamw_torch",
-    "adamw_8bit": "adamw_bnb_8bit",
-    "adafactor": "adafactor",
-    "sgd": "sgd",
-}
+# settings.optim -> the TrainingArguments.optim name the Trainer is given (the first name that prices as it)
+TRAINER_OPTIM = {priced: name for name, priced in reversed(TRAINING_ARGS_OPTIM.items())}
 ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj")
 
 
