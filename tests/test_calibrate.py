@@ -50,7 +50,7 @@ def test_committed_profile_is_what_calibrate_computes():
     assert json.loads(json.dumps(fitted.model_dump())) == committed
 
 
-def test_held_out_accuracy_is_what_the_readme_publishes():
+def test_held_out_accuracy_is_what_the_profile_records():
     report = cross_validate(load_measurements(CALIBRATION), select_profile(name="literature-defaults"))
     validation = select_profile(name=PROFILE).validation
     for stats, published in ((report.default, validation), (report.allocators["expandable_segments"], validation["expandable_segments"])):

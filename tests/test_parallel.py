@@ -68,14 +68,17 @@ def test_readme_quotes_the_two_gpu_errors():
     assert f"NCCL: {NCCL_BYTES // MiB} MiB" in readme and f"{OFFLOAD_CACHE_BYTES // MiB} MiB more reserved" in readme
 
 
-def test_no_false_fit_under_the_committed_caps():
+@pytest.mark.parametrize("m", [m for m in fsdp_runs() if m.scenario.memory_cap_bytes], ids=lambda m: m.scenario.name)
+def test_no_false_fit_under_the_committed_caps(m):
     """A run that went out of memory under its cap is never one qplan calls fitting on that card."""
-    for m in fsdp_runs():
-        scenario = m.scenario
-        parallel = Parallel(gpus=scenario.gpus, cpu_offload=scenario.cpu_offload)
-        est = estimator_for(resolve_model(scenario.model), select_profile(), parallel, None)(scenario.settings)
-        if m.status == "oom":
-            assert est.required_bytes > scenario.memory_cap_bytes, scenario.name
+    scenario = m.scenario
+    parallel = Parallel(gpus=scenario.gpus, cpu_offload=scenario.cpu_offload)
+    est = estimator_for(resolve_model(scenario.model), select_profile(), parallel, None)(scenario.settings)
+    assert m.status == "ok" or est.required_bytes > scenario.memory_cap_bytes
+
+
+def test_the_capped_two_gpu_runs_include_one_that_ran_out():
+    assert any(m.status == "oom" for m in fsdp_runs() if m.scenario.memory_cap_bytes)
 
 
 def test_quant_state_is_not_sharded():
