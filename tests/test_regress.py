@@ -14,7 +14,7 @@ import pytest
 from planner.errors import QPlanError
 from planner.regress.compare import compare, parse_tolerance
 from planner.files import write_file
-from planner.regress.resultfile import ResultsFile, git_state, load_results, write_results
+from planner.results import ResultsFile, git_state, load_results, write_results
 from planner.inputs.units import GiB
 
 FIXTURES = Path(__file__).parent / "fixtures" / "regress"

@@ -13,7 +13,7 @@ import pytest
 from planner import __version__
 from planner.inputs.architecture import from_config
 from planner.cli import main
-from planner.regress.resultfile import load_results
+from planner.results import load_results
 from planner.results import Scenario, Suite
 from planner.inputs.settings import TrainSettings
 from planner.inputs.units import GiB

@@ -6,7 +6,7 @@
                           [--report report.html] [--report report.md] [--allow-mismatch] [--json]
 
 compare exits 0 (no regression), 1 (regression, new OOM or a failed run), 2 (bad input or not comparable).
-Nothing is overwritten without --force. File format: planner/regress/resultfile.py.
+Nothing is overwritten without --force. File format: planner/results.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from planner.cli import OneLineParser
 from planner.errors import QPlanError
 from planner.files import check_output
 from planner.regress.compare import METRICS, compare
-from planner.regress.resultfile import load_results, write_results
+from planner.results import load_results, write_results
 from planner.results import Suite
 
 

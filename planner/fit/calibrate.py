@@ -28,14 +28,14 @@ from planner.errors import QPlanError
 from planner.pricing.margin import share_from_worst
 from planner.memory.estimate import estimate
 from planner.memory.overhead import AllocatorSlack, OverheadProfile
-from planner.regress.resultfile import load_results
+from planner.results import load_results
 from planner.results import Measurement
 from planner.inputs.settings import TrainSettings, expandable_in
 
 
 def load_measurements(paths: list[str | Path]) -> list[Measurement]:
     """The measurements of every file: JSON lines from ``qplan measure`` or a ``qplan regress`` results file
-    (:func:`planner.regress.resultfile.load_results`; a bad file or line is one clear error). A completed run
+    (:func:`planner.results.load_results`; a bad file or line is one clear error). A completed run
     whose peaks are not physical is refused: every peak above zero, reserved at least allocated, none above
     the GPU's memory."""
     records = [m for path in paths for m in load_results(path).measurements]

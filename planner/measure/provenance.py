@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-import subprocess
 from importlib import metadata
-from pathlib import Path
 
-from planner.results import Provenance
 from planner.inputs.settings import ALLOC_CONF
+from planner.results import Provenance, qplan_git
 from planner.measure.nvml import Nvml
 
 LIBRARIES = ("transformers", "peft", "bitsandbytes", "accelerate")
@@ -24,16 +22,9 @@ def version(package: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """``QPLAN_GIT_COMMIT`` (set it where the tree travels without ``.git``), else ``git rev-parse HEAD``."""
-    if os.environ.get("QPLAN_GIT_COMMIT"):
-        return os.environ["QPLAN_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    """qplan's own commit (:func:`planner.results.qplan_git`: the checkout's HEAD, else ``QPLAN_GIT_COMMIT``)."""
+    state = qplan_git()
+    return state.commit if state else None
 
 
 def provenance(torch, nvml: Nvml) -> Provenance:

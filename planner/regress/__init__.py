@@ -1,6 +1,6 @@
 """``qplan regress``: memory regression reports between two result sets of the same suite.
 
-- :mod:`.resultfile` - the results file (provenance + measurements), its loading and atomic writing
+- the results file (provenance + measurements) lives in :mod:`planner.results`, beside the records
 - :mod:`.compare`    - scenario-by-scenario verdicts and provenance mismatches
 - :mod:`.console`    - the rich table for people
 - :mod:`.plot`, :mod:`.report` - the PNG plot and the HTML / markdown reports

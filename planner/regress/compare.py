@@ -26,7 +26,7 @@ from pydantic import BaseModel, computed_field
 from planner.errors import QPlanError
 from planner.results import Measurement, Scenario
 from planner.inputs.units import fmt_gib, gib, parse_size
-from planner.regress.resultfile import ResultsFile, RunInfo
+from planner.results import ResultsFile, RunInfo
 
 Metric = Literal["peak_device", "peak_reserved", "peak_allocated"]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]

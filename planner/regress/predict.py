@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from planner.results import Measurement, Scenario, Suite
 from planner.inputs.units import fmt_gib
-from planner.regress.resultfile import ResultsFile, run_info
+from planner.results import ResultsFile, run_info
 
 
 def predict_scenario(scenario: Scenario, overhead) -> Measurement:

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from planner.errors import QPlanError
 from planner.files import check_output
 from planner.results import Measurement, Suite
-from planner.regress.resultfile import ResultsFile, ScriptInfo, common_environment, git_state, run_info
+from planner.results import ResultsFile, ScriptInfo, common_environment, git_state, run_info
 
 
 def stream_path(out: Path) -> Path:
@@ -31,7 +31,7 @@ def stream_path(out: Path) -> Path:
 def measure_suite(suite: Suite, out: Path, *, script: Path | None = None, force: bool = False,
                   timeout: float | None = None, log: Path | None = None, console: Console | None = None) -> ResultsFile:
     """Run every scenario of ``suite`` through the measuring harness and return the results file
-    (not yet written: see :func:`~.resultfile.write_results`). ``script`` is only recorded (path and git
+    (not yet written: see :func:`~planner.results.write_results`). ``script`` is only recorded (path and git
     commit): the harness runs its own recipe, ``planner/measure/recipe.py``."""
     from planner.measure.cuda import require_cuda
     from planner.measure.suite import TIMEOUT_S, run_suite, summary
