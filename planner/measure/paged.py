@@ -19,9 +19,9 @@ from planner.memory.trainable import trainable_tensors
 from planner.inputs.settings import TrainSettings
 from planner.measure.cuda import run_tool
 from planner.measure.nvml import Nvml
+from planner.profiles import load_profile_json
 
-CASES = [(model, 64, "paged_adamw_32bit") for model in ("llama-2-7b", "llama-2-13b", "llama-3.1-8b", "mistral-7b-v0.1", "qwen2.5-7b")]
-CASES += [(model, 16, "paged_adamw_8bit") for model in ("llama-3.1-8b", "llama-2-13b")]
+CASES = [(case["model"], case["rank"], case["optim"]) for case in load_profile_json("probes.json")["paged"]]
 
 
 def probe(model: str, rank: int, optim: str, nvml: Nvml) -> dict:

@@ -17,18 +17,13 @@ from pathlib import Path
 from planner.inputs.catalog import resolve_model
 from planner.memory.activations import layer_saved
 from planner.inputs.settings import TrainSettings
+from planner.profiles import load_profile_json
 from planner.measure.build import build_model
 from planner.measure.configs import load_config
 from planner.measure.cuda import run_tool
 from planner.measure.recipe import attach_adapter, vocab_size
 
-CASES = {  # name: (model, settings overrides)
-    "llama-2-7b-s2048": ("llama-2-7b", {}),  # fp16 checkpoint, multi-head attention
-    "llama-2-7b-s2048-noprepare": ("llama-2-7b", {"prepare_kbit": False}),
-    "llama-2-7b-s2048-eager": ("llama-2-7b", {"attn": "eager"}),
-    "llama-2-7b-s2048-dropout0": ("llama-2-7b", {"lora_dropout": 0.0}),
-    "mistral-7b-s2048": ("mistral-7b-v0.1", {}),  # bf16 checkpoint, grouped-query attention
-}
+CASES = {name: (case["model"], case["settings"]) for name, case in load_profile_json("probes.json")["saved"].items()}
 
 
 def shallow_model(model: str, settings: TrainSettings, layers: int, device: str):

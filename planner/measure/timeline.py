@@ -19,21 +19,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from planner.inputs.settings import TrainSettings
+from planner.profiles import load_profile_json
 from planner.measure.cuda import run_tool
 from planner.measure.recipe import random_batch, vocab_size
 from planner.measure.saved import shallow_model
 
-CASES = {  # name: (model, settings)
-    "mistral-7b-r8-s2048-b8": ("mistral-7b-v0.1", dict(rank=8, seq_len=2048, batch=8)),
-    "mistral-7b-r64-s8192-b1": ("mistral-7b-v0.1", dict(rank=64, seq_len=8192, batch=1)),
-    "mistral-7b-r64-s2048-b1-eager-dropout0": ("mistral-7b-v0.1", dict(rank=64, seq_len=2048, batch=1, attn="eager", lora_dropout=0.0)),
-    "llama-2-7b-r64-s2048-b1": ("llama-2-7b", dict(rank=64, seq_len=2048, batch=1)),
-    "llama-2-7b-r64-s4096-b1": ("llama-2-7b", dict(rank=64, seq_len=4096, batch=1)),
-    "llama-2-7b-r64-s2048-b1-eager": ("llama-2-7b", dict(rank=64, seq_len=2048, batch=1, attn="eager")),
-    "llama-2-7b-r64-s2048-b1-noautocast": ("llama-2-7b", dict(rank=64, seq_len=2048, batch=1, autocast=False)),
-    "llama-2-70b-r64-s512-b1": ("llama-2-70b", dict(rank=64, seq_len=512, batch=1)),
-    "llama-3.1-8b-r16-s8192-b1": ("llama-3.1-8b", dict(rank=16, seq_len=8192, batch=1)),
-}
+CASES = {name: (case["model"], case["settings"]) for name, case in load_profile_json("probes.json")["timeline"].items()}
 LAYERS = 2
 MARK_UNIT = 512  # the allocator rounds to 512 bytes; marker k is one block of 512*(MARK_BASE+k)
 MARK_BASE = 1000

@@ -45,27 +45,22 @@ from math import ceil
 
 from planner.inputs.architecture import Architecture
 from planner.inputs.settings import Parallel, TrainSettings
-from planner.inputs.units import MiB
 from planner.memory.estimate import Estimate, estimate, exact_at_peak, exact_names
 from planner.memory import activations as act
 from planner.memory.optimizer import optimizer_memory
 from planner.memory.overhead import OverheadProfile
 from planner.memory.trainable import trainable_params, trainable_tensors
 from planner.memory.weights import frozen_weight_components, quant_state_bytes
+from planner.profiles import load_profile_json
 
 STATUS = {"fsdp": "measured on 2 x H200, profiles/measurements/fsdp-x2-h200.jsonl",
           "zero3": "estimate from the ZeRO paper and DeepSpeed's buffers, not measured",
           "ddp": "estimate, not measured", "device-map": "estimate, not measured"}
 
-# NVML "used" minus torch's peak reserved, per GPU: 1.571 GiB in every FSDP run without offload on 2 x H200
-# (profiles/measurements/fsdp-x2-h200.jsonl, 2026-11-30, torch 2.11) against 0.839 GiB in the single-H200
-# runs of recommender-check-h200.jsonl (median): NCCL's buffers and streams. tests/test_parallel.py recomputes it.
-NCCL_BYTES = 750 * MiB
-
-# Reserved beyond the single-GPU fragmentation model with CPU offload, where FSDP copies shards on its own
-# streams and the caching allocator keeps one cache per stream: the larger of 0.98 and 0.75 GiB in the two
-# offloaded runs of fsdp-x2-h200.jsonl (fitted on those two, not held out). tests/test_parallel.py recomputes it.
-OFFLOAD_CACHE_BYTES = 1005 * MiB
+# Measured terms, with their GPU, versions, date and rule: profiles/parallel.json.
+_MEASURED = load_profile_json("parallel.json")
+NCCL_BYTES: int = _MEASURED["nccl_bytes"]
+OFFLOAD_CACHE_BYTES: int = _MEASURED["offload_cache_bytes"]
 
 QUANT_STATE = "4-bit quant_state (whole on every GPU)"
 GATHERED = "gathered layers (all-gather in flight)"

@@ -1,7 +1,8 @@
 """qplan's own predictions for a suite, in the results-file format, so ``qplan regress compare`` can track
 the model between qplan versions (prediction vs prediction) or against a GPU run (prediction vs measurement).
 
-Per scenario, from :func:`planner.memory.estimate` with the chosen overhead profile:
+Per scenario, from the pricing path (:func:`planner.pricing.price.estimator_for`, the estimator every plan
+uses) with the chosen overhead profile, for the scenario's GPU count:
 ``peak_allocated`` = allocated peak, ``peak_reserved`` = reserved peak, ``peak_device`` = device peak
 (reserved + CUDA context + paged optimizer state). A scenario with ``memory_cap_bytes`` whose predicted
 device peak exceeds the cap is recorded as ``status: oom`` in its peak phase, as a run on such a card would.
@@ -16,10 +17,12 @@ from planner.results import ResultsFile, run_info
 
 def predict_scenario(scenario: Scenario, overhead) -> Measurement:
     from planner.inputs.catalog import resolve_model
-    from planner.memory.estimate import estimate
+    from planner.inputs.settings import Parallel
+    from planner.pricing.price import estimator_for
 
     arch = resolve_model(scenario.model)
-    est = estimate(arch, scenario.settings, overhead)
+    parallel = Parallel(gpus=scenario.gpus, cpu_offload=scenario.cpu_offload)
+    est = estimator_for(arch, overhead, parallel, None)(scenario.settings)
     cap = scenario.memory_cap_bytes
     oom = cap is not None and est.device_peak > cap
     return Measurement(
