@@ -151,7 +151,7 @@ def test_unreadable_files_exit_2(tmp_path, capsys, name, text, expected):
 
 def test_missing_file_exit_2(tmp_path, capsys):
     code, _, err = check(capsys, tmp_path / "nope.yaml")
-    assert code == 2 and "cannot read" in err
+    assert code == 2 and "does not exist" in err
 
 
 def test_check_never_writes_the_config(tmp_path, capsys):

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config_file(args.config)
     if args.gpus is not None:
-        if args.gpus < 1:
-            raise QPlanError(f"--gpus {args.gpus}: must be at least 1")
+        if not 1 <= args.gpus <= 1024:
+            raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
         config = config.model_copy(update={"gpus": args.gpus})
     result = price(request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin)))
     if args.json:

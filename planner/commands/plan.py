@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as err:
         first = err.errors()[0]  # --gpus is in range by now, so the rule broken is Parallel's offload rule
         raise QPlanError(f"--cpu-offload: {first.get('ctx', {}).get('error', first['msg'])}") from None
-    if args.target_batch < 1 or args.top < 1:
-        raise QPlanError("--target-batch and --top must be at least 1")
+    if not 1 <= args.target_batch <= 100_000 or not 1 <= args.top <= 1000:
+        raise QPlanError("--target-batch must be between 1 and 100000 sequences, --top between 1 and 1000")
     plan = price(PlanRequest.named(args.model, args.gpu, settings=settings, fixed=fixed, parallel=parallel,
         target_batch=args.target_batch, margin=margin.parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,

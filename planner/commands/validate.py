@@ -9,23 +9,25 @@ import sys
 
 from planner.fit.calibrate import cross_validate, load_measurements, validate
 from planner.memory.overhead import select_profile
-from planner.inputs.units import gib
+from planner.inputs.units import gib, parse_percent
+from planner.pricing.margin import MAX_SHARE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Check the analytic model against GPU measurements (fit on half, report on the other half)."
     parser.add_argument("results", nargs="+", help="measurement JSON-lines files from qplan measure")
     parser.add_argument("--profile", help="validate this overhead profile on all scenarios instead of a split fit")
-    parser.add_argument("--margin", type=float, default=0.0, help="safety margin used when judging capped runs")
+    parser.add_argument("--margin", default="0%", help="safety margin (share of the cap, e.g. 5%%) used when judging capped runs")
     parser.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    margin = parse_percent(args.margin, what="--margin", below=MAX_SHARE)
     records = load_measurements(args.results)
     if args.profile:
-        report = validate(records, select_profile(name=args.profile), args.margin)
+        report = validate(records, select_profile(name=args.profile), margin)
     else:
-        report = cross_validate(records, select_profile(name="literature-defaults"), args.margin)
+        report = cross_validate(records, select_profile(name="literature-defaults"), margin)
     if args.json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return 0

@@ -84,8 +84,10 @@ def resolve_model(spec: str) -> Architecture:
     if not spec:
         raise QPlanError("--model is empty: give a catalogue name (e.g. llama-3.1-8b), a config.json path, "
                          "a model folder or a Hugging Face id")
+    if len(spec) > 4096:
+        raise QPlanError(f"--model is {len(spec)} characters long: give a catalogue name, a path or a hub id")
     path = Path(spec).expanduser()
-    if path.exists():
+    if _exists(path):
         return _from_path(path, spec)
     entry = find_entry(spec)
     if entry:
@@ -95,6 +97,14 @@ def resolve_model(spec: str) -> Architecture:
     if HUB_ID.fullmatch(spec):
         return _from_hub(spec)
     raise QPlanError(f"unknown model {spec!r}: {_suggest(spec)}")
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` names something on disk; a name the file system cannot hold (too long) does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _suggest(spec: str) -> str:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import QPlanError
+from planner.files import read_text
 from planner.inputs.settings import TRAINING_ARGS_OPTIM, TrainSettings
 
 # ---- value normalization --------------------------------------------------------------------------
@@ -66,7 +67,7 @@ class Section(BaseModel):
     """One config section. ``IGNORED`` fields are accepted and have no effect on memory; ``UNMODELLED``
     fields change memory in ways qplan does not model and are refused unless left at an empty value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # `r: true` is not r=1
     IGNORED: ClassVar[frozenset[str]] = frozenset()
     UNMODELLED: ClassVar[frozenset[str]] = frozenset()
 
@@ -170,7 +171,7 @@ class Training(Section):
 class RunConfig(BaseModel):
     """The whole file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     model: str
     gpu: str = "auto"
@@ -188,9 +189,27 @@ SECTIONS: dict[str, type[Section]] = {"quantization": Quantization, "lora": Lora
 # ---- reading ------------------------------------------------------------------------------------------
 
 
-def _unknown(name: str, where: str, known: set[str]) -> QPlanError:
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(sorted(known))})"
+# Names people write for a field under another tool's or an older library's spelling -> the field here.
+ALIASES = {
+    "lora_r": "r", "lora_rank": "r", "rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+    "target": "target_modules", "lora_target_modules": "target_modules",
+    "per_device_batch_size": "per_device_train_batch_size", "batch_size": "per_device_train_batch_size",
+    "micro_batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
+    "seq_len": "max_seq_length", "sequence_len": "max_seq_length", "cutoff_len": "max_seq_length",
+    "optimizer": "optim", "quant_type": "bnb_4bit_quant_type", "double_quant": "bnb_4bit_use_double_quant",
+    "compute_dtype": "bnb_4bit_compute_dtype",
+}
+
+
+def _unknown(name: str, where: str, cls_fields: set[str], known: set[str]) -> QPlanError:
+    """One line: the field meant (an alias, else the closest memory-relevant field), else the fields that
+    matter for memory (never the whole list of accepted, ignored ones)."""
+    meant = ALIASES.get(name)
+    if meant not in known:
+        close = difflib.get_close_matches(name, sorted(cls_fields), n=1, cutoff=0.6)
+        meant = close[0] if close else None
+    hint = f" (did you mean {meant}?)" if meant else f" (the fields that change memory: {', '.join(sorted(cls_fields))})"
     return QPlanError(f"unknown field {where}{name}{hint}")
 
 
@@ -202,7 +221,7 @@ def _check_section(name: str, cls: type[Section], data: Any) -> dict:
     for key, value in data.items():
         key = str(key)
         if key not in cls.known():
-            raise _unknown(key, f"{name}.", cls.known())
+            raise _unknown(key, f"{name}.", set(cls.model_fields), cls.known())
         if key in cls.UNMODELLED and value not in (None, False, "", [], {}, ()):
             raise QPlanError(f"{name}.{key} changes memory in a way qplan does not model yet; remove it to check the rest")
         if key in cls.model_fields:
@@ -221,7 +240,7 @@ def parse_config(data: Any, source: str = "config", labels: Mapping[str, str] | 
     for key, value in data.items():
         key = str(key)
         if key not in top:
-            raise _unknown(key, "", top)
+            raise _unknown(key, "", top, top)
         checked[key] = _check_section(label[key], SECTIONS[key], value) if key in SECTIONS and value is not None else value
     if isinstance(checked.get("gpu"), (int, float)) and not isinstance(checked["gpu"], bool):
         checked["gpu"] = str(checked["gpu"])  # `gpu: 24` -> resolve_gpu asks for a unit
@@ -236,27 +255,46 @@ def parse_config(data: Any, source: str = "config", labels: Mapping[str, str] | 
 def load_config_file(path: str | Path) -> RunConfig:
     """Read a ``.yaml``/``.yml`` (pyyaml, imported here) or ``.json`` training config. Read only."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise QPlanError(f"cannot read {path}: {err.strerror or err}") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise QPlanError("reading YAML configs needs pyyaml (pip install pyyaml), or write the config as .json") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise QPlanError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    elif path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise QPlanError(f"{path} is not valid JSON: {err}") from None
-    else:
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise QPlanError(f"{path}: a config must be .yaml, .yml or .json")
+    text = read_text(path, "config")
+    data = _load_yaml(text, path) if path.suffix.lower() in (".yaml", ".yml") else _load_json(text, path)
     return parse_config(data, source=str(path))
+
+
+def _load_json(text: str, path: Path) -> Any:
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [key for key, _ in pairs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise QPlanError(f"{path}: {twice[0]!r} is given twice; keep one")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as err:
+        raise QPlanError(f"{path} is not valid JSON: {err}") from None
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    import yaml  # a base dependency
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """safe_load, refusing a mapping that names a key twice (YAML says keys are unique; pyyaml keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise QPlanError(f"{path}: line {key_node.start_mark.line + 1}: {key!r} is given twice; keep one")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise QPlanError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
 # ---- mapping to TrainSettings ---------------------------------------------------------------------------
@@ -280,108 +318,133 @@ class Mapped:
 def to_settings(config: RunConfig, model_type: str, labels: Mapping[str, str] | None = None) -> Mapped:
     """Map the sections to :class:`TrainSettings`. ``model_type`` picks peft's default target modules;
     ``labels`` renames the sections in messages (the Python API says ``training_args`` for ``training``)."""
-    label = {name: (labels or {}).get(name, name) for name in SECTIONS}
-    quant, lora, train = config.quantization or Quantization(), config.lora, config.training
-    if lora is None:
-        raise QPlanError(f"no {label['lora']} given: qplan checks LoRA / QLoRA fine-tunes (LoraConfig: r, target_modules...)")
-    if train.seq_len is None:
-        raise QPlanError(
-            f"{label['training']}.max_seq_length (or max_length) is not set: qplan needs the sequence length "
-            "(TrainingArguments has none, trl's SFTConfig calls it max_length; preflight() and QPlanCallback "
-            "take max_seq_length=...)"
-        )
-    sections = {"quantization": quant, "lora": lora, "training": train}
-    out = Mapped(settings=TrainSettings())
-    values: dict[str, Any] = {}
-    defaulted: list[str] = []
+    mapping = _Mapping(config, labels)
+    mapping.quantization()
+    mapping.lora(model_type)
+    mapping.training()
+    return mapping.finish()
 
-    def take(setting: str, section: str, key: str, value: Any, written: Any = None, *, note_default: bool = True) -> None:
-        values[setting] = value
-        out.paths[setting] = f"{label[section]}.{key}"
+
+class _Mapping:
+    """One config on its way to :class:`TrainSettings`: a method per section, then :meth:`finish`."""
+
+    def __init__(self, config: RunConfig, labels: Mapping[str, str] | None):
+        self.config = config
+        self.label = {name: (labels or {}).get(name, name) for name in SECTIONS}
+        self.quant, self.lora_section, self.train = config.quantization or Quantization(), config.lora, config.training
+        if self.lora_section is None:
+            raise QPlanError(f"no {self.label['lora']} given: qplan checks LoRA / QLoRA fine-tunes (LoraConfig: r, target_modules...)")
+        if self.train.seq_len is None:
+            raise QPlanError(
+                f"{self.label['training']}.max_seq_length (or max_length) is not set: qplan needs the sequence length "
+                "(TrainingArguments has none, trl's SFTConfig calls it max_length; preflight() and QPlanCallback "
+                "take max_seq_length=...)"
+            )
+        self.sections = {"quantization": self.quant, "lora": self.lora_section, "training": self.train}
+        self.out = Mapped(settings=TrainSettings())
+        self.values: dict[str, Any] = {}
+        self.defaulted: list[str] = []
+
+    def take(self, setting: str, section: str, key: str, value: Any, written: Any = None, *, note_default: bool = True) -> None:
+        """Set ``setting`` from ``section.key``, remembering where it was written (or that a default was used)."""
+        out = self.out
+        self.values[setting] = value
+        out.paths[setting] = f"{self.label[section]}.{key}"
         out.written[setting] = value if written is None else written
-        if key in sections[section].model_fields_set:
+        if key in self.sections[section].model_fields_set:
             out.fixed.add(setting)
         elif note_default:
-            defaulted.append(f"{out.paths[setting]}={show(out.written[setting])}")
+            self.defaulted.append(f"{out.paths[setting]}={show(out.written[setting])}")
 
-    # quantization: BitsAndBytesConfig
-    if quant.load_in_4bit:
-        take("quant", "quantization", "bnb_4bit_quant_type", quant.bnb_4bit_quant_type)
-        take("double_quant", "quantization", "bnb_4bit_use_double_quant", quant.bnb_4bit_use_double_quant)
-        dtype = str(quant.bnb_4bit_compute_dtype or "float32").removeprefix("torch.").lower()
-        if dtype not in COMPUTE_DTYPES:
-            default = " (the BitsAndBytesConfig default)" if quant.bnb_4bit_compute_dtype is None else ""
-            raise QPlanError(
-                f"{label['quantization']}.bnb_4bit_compute_dtype is {dtype}{default}: qplan models bfloat16 or "
-                "float16 compute (the QLoRA recipe uses bfloat16)"
+    def quantization(self) -> None:
+        """BitsAndBytesConfig, and the Trainer's bf16/fp16 autocast."""
+        quant, train, label, notes = self.quant, self.train, self.label, self.out.notes
+        if quant.load_in_4bit:
+            self.take("quant", "quantization", "bnb_4bit_quant_type", quant.bnb_4bit_quant_type)
+            self.take("double_quant", "quantization", "bnb_4bit_use_double_quant", quant.bnb_4bit_use_double_quant)
+            dtype = str(quant.bnb_4bit_compute_dtype or "float32").removeprefix("torch.").lower()
+            if dtype not in COMPUTE_DTYPES:
+                default = " (the BitsAndBytesConfig default)" if quant.bnb_4bit_compute_dtype is None else ""
+                raise QPlanError(
+                    f"{label['quantization']}.bnb_4bit_compute_dtype is {dtype}{default}: qplan models bfloat16 or "
+                    "float16 compute (the QLoRA recipe uses bfloat16)"
+                )
+            self.take("compute_dtype", "quantization", "bnb_4bit_compute_dtype", COMPUTE_DTYPES[dtype],
+                      quant.bnb_4bit_compute_dtype)
+        else:
+            self.values["quant"] = "int8" if quant.load_in_8bit else "none"
+            self.values["compute_dtype"] = "bf16" if train.bf16 or not train.fp16 else "fp16"
+            if not (train.bf16 or train.fp16):
+                notes.append("neither bf16 nor fp16 is set and the model is not 4-bit: the plan assumes it was loaded in bfloat16")
+        self.values["autocast"] = train.bf16 or train.fp16
+        if quant.load_in_4bit and not self.values["autocast"]:
+            notes.append(f"{label['training']}.bf16/fp16 not set: no autocast, the LoRA adapters compute in float32")
+
+    def lora(self, model_type: str) -> None:
+        """LoraConfig: rank, dropout and the targets as peft resolves them."""
+        lora, label, notes = self.lora_section, self.label["lora"], self.out.notes
+        self.take("rank", "lora", "r", lora.r)
+        self.take("alpha", "lora", "lora_alpha", lora.lora_alpha, note_default=False)  # no effect on memory
+        self.take("lora_dropout", "lora", "lora_dropout", lora.lora_dropout)
+        targets = lora.target_modules
+        if targets is None:
+            if model_type not in PEFT_DEFAULT_TARGETS:
+                raise QPlanError(f"{label}.target_modules is not set and peft has no default for model_type {model_type!r}: list the modules")
+            targets = PEFT_DEFAULT_TARGETS[model_type]
+            notes.append(f"{label}.target_modules not set: peft's default for {model_type} is {', '.join(targets)}")
+        if not isinstance(targets, str) and any("." in str(t) for t in targets):
+            # peft matches a target on the module name or a dotted suffix of it; once injected, peft stores
+            # "all-linear" as the full module paths (model.layers.0.mlp.down_proj ...)
+            targets = list(dict.fromkeys(str(t).rsplit(".", 1)[-1] for t in targets))
+            notes.append(f"{label}.target_modules names module paths: planned as {', '.join(targets)} in every layer")
+        self.take("targets", "lora", "target_modules", (targets,) if isinstance(targets, str) else tuple(targets),
+                  note_default=False)
+
+    def training(self) -> None:
+        """TrainingArguments / SFTConfig: lengths, batches, optimizer, checkpointing, packing."""
+        train, config, notes = self.train, self.config, self.out.notes
+        self.take("seq_len", "training", "max_seq_length" if train.max_seq_length else "max_length", train.seq_len)
+        self.take("batch", "training", "per_device_train_batch_size", train.per_device_train_batch_size)
+        self.take("grad_accum", "training", "gradient_accumulation_steps", train.gradient_accumulation_steps)
+        if train.optim not in TRAINING_ARGS_OPTIM:
+            raise QPlanError(f"{self.label['training']}.optim {train.optim!r} is not modelled; qplan knows "
+                             f"{', '.join(TRAINING_ARGS_OPTIM)}")
+        self.take("optim", "training", "optim", TRAINING_ARGS_OPTIM[train.optim], train.optim)
+        if train.optim == "adamw_torch_fused":
+            notes.append(
+                "optim adamw_torch_fused is priced as adamw_torch (the same two float32 states); the fused kernel "
+                "skips the foreach step temporary, so the optimizer-step figure is an upper bound"
             )
-        take("compute_dtype", "quantization", "bnb_4bit_compute_dtype", COMPUTE_DTYPES[dtype], quant.bnb_4bit_compute_dtype)
-    else:
-        values["quant"] = "int8" if quant.load_in_8bit else "none"
-        values["compute_dtype"] = "bf16" if train.bf16 or not train.fp16 else "fp16"
-        if not (train.bf16 or train.fp16):
-            out.notes.append("neither bf16 nor fp16 is set and the model is not 4-bit: the plan assumes it was loaded in bfloat16")
-    values["autocast"] = train.bf16 or train.fp16
-    if quant.load_in_4bit and not values["autocast"]:
-        out.notes.append(f"{label['training']}.bf16/fp16 not set: no autocast, the LoRA adapters compute in float32")
+        quantized = self.values["quant"] != "none"
+        prepare = config.prepare_model_for_kbit_training
+        self.values["prepare_kbit"] = quantized if prepare is None else prepare
+        if prepare is None and quantized:
+            notes.append(
+                "prepare_model_for_kbit_training assumed called (the QLoRA recipe): norms and embeddings in float32, "
+                "gradient checkpointing on (its use_gradient_checkpointing=True default)"
+            )
+        by_prepare = self.values["prepare_kbit"] and quantized
+        self.take("gradient_checkpointing", "training",
+                  "activation_checkpointing" if train.activation_checkpointing is not None else "gradient_checkpointing",
+                  bool(train.checkpointing) or by_prepare, bool(train.checkpointing), note_default=not by_prepare)
+        self.values["attn"] = config.attn_implementation
+        if not (train.packing or train.padding_free):
+            notes.append(
+                "packing is off: each micro-batch is padded to its longest sequence, at worst max_seq_length; "
+                f"the plan assumes every sequence is {train.seq_len} tokens"
+            )
 
-    # LoRA: LoraConfig
-    take("rank", "lora", "r", lora.r)
-    take("alpha", "lora", "lora_alpha", lora.lora_alpha, note_default=False)  # no effect on memory
-    take("lora_dropout", "lora", "lora_dropout", lora.lora_dropout)
-    targets = lora.target_modules
-    if targets is None:
-        if model_type not in PEFT_DEFAULT_TARGETS:
-            raise QPlanError(f"{label['lora']}.target_modules is not set and peft has no default for model_type {model_type!r}: list the modules")
-        targets = PEFT_DEFAULT_TARGETS[model_type]
-        out.notes.append(f"{label['lora']}.target_modules not set: peft's default for {model_type} is {', '.join(targets)}")
-    if not isinstance(targets, str) and any("." in str(t) for t in targets):
-        # peft matches a target on the module name or a dotted suffix of it; once injected, peft stores
-        # "all-linear" as the full module paths (model.layers.0.mlp.down_proj ...)
-        targets = list(dict.fromkeys(str(t).rsplit(".", 1)[-1] for t in targets))
-        out.notes.append(f"{label['lora']}.target_modules names module paths: planned as {', '.join(targets)} in every layer")
-    take("targets", "lora", "target_modules", (targets,) if isinstance(targets, str) else tuple(targets), note_default=False)
-
-    # training: TrainingArguments / SFTConfig
-    take("seq_len", "training", "max_seq_length" if train.max_seq_length else "max_length", train.seq_len)
-    take("batch", "training", "per_device_train_batch_size", train.per_device_train_batch_size)
-    take("grad_accum", "training", "gradient_accumulation_steps", train.gradient_accumulation_steps)
-    if train.optim not in TRAINING_ARGS_OPTIM:
-        raise QPlanError(f"{label['training']}.optim {train.optim!r} is not modelled; qplan knows {', '.join(TRAINING_ARGS_OPTIM)}")
-    take("optim", "training", "optim", TRAINING_ARGS_OPTIM[train.optim], train.optim)
-    if train.optim == "adamw_torch_fused":
-        out.notes.append(
-            "optim adamw_torch_fused is priced as adamw_torch (the same two float32 states); the fused kernel "
-            "skips the foreach step temporary, so the optimizer-step figure is an upper bound"
-        )
-    quantized = values["quant"] != "none"
-    prepare = config.prepare_model_for_kbit_training
-    values["prepare_kbit"] = quantized if prepare is None else prepare
-    if prepare is None and quantized:
-        out.notes.append(
-            "prepare_model_for_kbit_training assumed called (the QLoRA recipe): norms and embeddings in float32, "
-            "gradient checkpointing on (its use_gradient_checkpointing=True default)"
-        )
-    by_prepare = values["prepare_kbit"] and quantized
-    take("gradient_checkpointing", "training",
-         "activation_checkpointing" if train.activation_checkpointing is not None else "gradient_checkpointing",
-         bool(train.checkpointing) or by_prepare, bool(train.checkpointing), note_default=not by_prepare)
-    values["attn"] = config.attn_implementation
-
-    if not (train.packing or train.padding_free):
-        out.notes.append(
-            "packing is off: each micro-batch is padded to its longest sequence, at worst max_seq_length; "
-            f"the plan assumes every sequence is {train.seq_len} tokens"
-        )
-    if defaulted:
-        out.notes.append("not set, library defaults used: " + ", ".join(defaulted))
-    try:
-        out.settings = TrainSettings(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = out.paths.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "config"
-        raise QPlanError(f"{where}: {first['msg']}") from None
-    return out
+    def finish(self) -> Mapped:
+        out = self.out
+        if self.defaulted:
+            out.notes.append("not set, library defaults used: " + ", ".join(self.defaulted))
+        try:
+            out.settings = TrainSettings(**self.values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = out.paths.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "config"
+            raise QPlanError(f"{where}: {first['msg']}") from None
+        return out
 
 
 def show(value: Any) -> str:

@@ -27,6 +27,8 @@ def parse_size(text: str, *, what: str = "size", default_unit: str = "g") -> int
     match = _SIZE.match(str(text))
     if not match:
         raise QPlanError(f"cannot read {what} {text!r}: write it like 24GB, 24GiB, 24G or 80GB")
+    if len(match.group(1)) > 12:
+        raise QPlanError(f"{what} {text[:20]}...: no GPU has that much memory")
     number, unit = float(match.group(1)), (match.group(2) or default_unit)[0].lower()
     size = int(number * _UNIT[unit])
     if size <= 0:

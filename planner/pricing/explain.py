@@ -53,6 +53,14 @@ def model_notes(arch: Architecture) -> list[str]:
     return notes
 
 
+def context_note(arch: Architecture, settings: TrainSettings) -> str | None:
+    """A seq_len past the model's context: priced as asked, but the model was not trained for it."""
+    if settings.seq_len <= arch.max_positions:
+        return None
+    return (f"seq_len {settings.seq_len} is beyond the model's max_position_embeddings ({arch.max_positions}): "
+            "priced as asked, but positions past it need RoPE scaling or give poor results")
+
+
 def no_bf16_note(label: str) -> str:
     return f"{label} has no bf16: compute dtype falls back to fp16 (same bytes; the Trainer refuses bf16=True there)"
 

@@ -131,9 +131,8 @@ def price(request: PlanRequest) -> Priced:
         )
     if parallel.gpus > 1:
         notes.append(explain.parallel_note(parallel))
-    note = explain.expandable_note(estimator, chosen, plan.peak_bytes, profile)
-    if note:
-        notes.append(note)
+    notes += [note for note in (explain.context_note(arch, chosen),
+                                explain.expandable_note(estimator, chosen, plan.peak_bytes, profile)) if note]
     plan.notes = notes
     return Priced(plan, suggestion)
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, computed_field
 
 from planner.errors import QPlanError
 from planner.results import Measurement, Scenario
-from planner.inputs.units import fmt_gib, gib, parse_size
+from planner.inputs.units import fmt_gib, gib, parse_percent, parse_size
 from planner.results import ResultsFile, RunInfo
 
 Metric = Literal["peak_device", "peak_reserved", "peak_allocated"]
@@ -53,13 +53,7 @@ def parse_tolerance(text: str) -> Tolerance:
     """``2%`` (of the base peak) or an absolute size such as ``0.5GiB`` / ``256MiB``."""
     text = text.strip()
     if text.endswith("%"):
-        try:
-            value = float(text[:-1])
-        except ValueError:
-            value = -1.0
-        if not 0 <= value < 1000:
-            raise QPlanError(f"--tolerance {text!r}: write a percentage like 2% or a size like 0.5GiB")
-        return Tolerance(text=text, relative=value / 100)
+        return Tolerance(text=text, relative=parse_percent(text, what="--tolerance", below=10.0))
     if not any(ch.isalpha() for ch in text):
         raise QPlanError(f"--tolerance {text!r}: say 2% (of the base peak) or 0.5GiB (absolute)")
     return Tolerance(text=text, absolute=parse_size(text, what="--tolerance"))
@@ -300,6 +294,9 @@ def compare(
     _require_metric(base, metric, base_path)
     _require_metric(new, metric, new_path)
     b_names, n_names = base.by_name(), new.by_name()
+    if not set(b_names) & set(n_names):
+        raise QPlanError(f"{base_path} and {new_path} have no scenario in common: nothing to compare "
+                         f"({len(b_names)} and {len(n_names)} scenarios)")
     names = list(b_names) + [name for name in n_names if name not in b_names]
     return Comparison(
         base_path=base_path, new_path=new_path, base=base.provenance, new=new.provenance, metric=metric,
