@@ -207,8 +207,12 @@ def test_hub_download_reads_only_config_json(monkeypatch, tmp_path):
     assert arch.hidden == 768 and arch.name == "some-org/Some-Model-7B"
     assert calls == [("some-org/Some-Model-7B", "config.json", {"local_files_only": True})]
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("planner.inputs.catalog._hub_reachable", lambda: True)
     resolve_model("some-org/Some-Model-7B")
     assert calls[-1][2] == {"local_files_only": False}
+    monkeypatch.setattr("planner.inputs.catalog._hub_reachable", lambda: False)
+    resolve_model("some-org/Some-Model-7B")
+    assert calls[-1][2] == {"local_files_only": True}  # no network: the cache only, at once
 
 
 def _hub_error(name: str):
@@ -251,3 +255,16 @@ def test_resolving_imports_no_torch_and_is_fast():
     heavy, seconds = out.rsplit("]", 1)
     assert heavy + "]" == "[]"
     assert float(seconds) < 0.2
+
+
+def test_an_unreachable_hub_is_one_line_within_seconds(monkeypatch, tmp_path):
+    import time
+
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", "https://qplan-no-such-host.invalid")
+    start = time.perf_counter()
+    with pytest.raises(QPlanError, match="the Hugging Face Hub could not be reached and config.json of org/model"):
+        resolve_model("org/model")
+    assert time.perf_counter() - start < 5

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from planner.inputs.architecture import Architecture, from_config
 from planner.errors import QPlanError
@@ -131,6 +134,19 @@ def _from_path(path: Path, name: str) -> Architecture:
         raise QPlanError(f"{file}: {err}") from None
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host answers a TCP connection within ``timeout`` s (huggingface_hub itself retries a
+    dead network for about 24 s). Behind a proxy qplan cannot tell, and lets huggingface_hub try."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _from_hub(repo_id: str) -> Architecture:
     try:
         from huggingface_hub import hf_hub_download
@@ -140,11 +156,13 @@ def _from_hub(repo_id: str) -> Architecture:
     except ImportError:
         raise QPlanError(f"{repo_id!r} is not in qplan's catalogue and huggingface_hub is not installed to fetch "
                          "its config.json: pass a local config.json instead") from None
-    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+    offline_set = os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+    offline = offline_set or not _hub_reachable()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry warnings are not qplan's one line
     try:
         file = hf_hub_download(repo_id, "config.json", local_files_only=offline)
     except LocalEntryNotFoundError:
-        why = ("HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub could not be reached")
+        why = "HF_HUB_OFFLINE is set" if offline_set else "the Hugging Face Hub could not be reached"
         raise QPlanError(f"{why} and config.json of {repo_id} is not in the local Hugging Face cache: "
                          "pass a local config.json or a catalogue name") from None
     except GatedRepoError:
