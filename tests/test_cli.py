@@ -113,3 +113,38 @@ def test_broken_config_json(tmp_path):
     done = run_cli("--model", str(config), "--gpu", "24GB")
     assert done.returncode == 2 and "hidden_size" in done.stderr
     assert config.read_text().startswith("{")  # the user's file is untouched
+
+
+def test_full_finetune_counts_every_weight_once_and_searches_no_rank(capsys):
+    assert main(["--model", "7b", "--gpu", "80GB", "--full", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert "16-bit linear weights" not in plan["breakdown"]
+    assert plan["breakdown"]["trainable weights"] == 2 * plan["trainable_params"]
+    assert len({r["settings"]["rank"] for r in plan["recommendations"]}) == 1
+    assert main(["--model", "7b", "--gpu", "80GB", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert "full fine-tune of every weight | 16-bit |" in " ".join(out.split()) and "NF4" not in out
+
+
+def test_the_search_stops_at_rank_64_unless_asked(capsys):
+    assert main(["--model", "qwen2.5-7b", "--gpu", "rtx4090", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert max(r["settings"]["rank"] for r in default["recommendations"]) == 64
+    assert main(["--model", "qwen2.5-7b", "--gpu", "rtx4090", "--max-rank", "256", "--json"]) == 0
+    wider = json.loads(capsys.readouterr().out)
+    assert max(r["settings"]["rank"] for r in wider["recommendations"]) == 256
+
+
+def test_a_narrow_terminal_keeps_every_column(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["--model", "qwen2.5-7b", "--gpu", "rtx4090"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "seq_len" in line and "optimizer" in line)
+    assert header.split() == ["r", "seq_len", "batch", "accum", "ckpt", "optimizer", "peak", "spare"]
+
+
+def test_the_free_change_comes_before_a_bigger_card(capsys):
+    assert main(["--model", "qwen2.5-32b", "--gpu", "rtx3090", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not plan["fits"]
+    assert plan["alternatives"][0]["kind"] == "no-prepare-kbit"
+    assert plan["alternatives"][0]["detail"]["settings"]["prepare_kbit"] is False

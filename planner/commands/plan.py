@@ -15,6 +15,7 @@ from planner.errors import QPlanError
 from planner.inputs.settings import Parallel, Strategy
 from planner.pricing import margin
 from planner.pricing.price import PlanRequest, price
+from planner.search.grid import DEFAULT_MAX_RANK, RANKS
 from planner.search.recommend import PREFERENCES
 
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fsdp/zero3: parameters, gradients and optimizer state in host memory (Answer.AI's --use_cpu_offload)")
     add_knob_arguments(parser)
     parser.add_argument("--target-batch", type=int, default=16, help="sequences per optimizer step to reach with grad accumulation")
+    parser.add_argument("--max-rank", type=int, default=DEFAULT_MAX_RANK, choices=RANKS,
+                        help=f"highest LoRA rank the search tries (default {DEFAULT_MAX_RANK})")
     parser.add_argument("--margin", help=margin.HELP)
     parser.add_argument("--prefer", choices=PREFERENCES, default="seq", help="what to maximise first")
     parser.add_argument("--top", type=int, default=5, help="how many fitting settings to list")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.target_batch <= 100_000 or not 1 <= args.top <= 1000:
         raise QPlanError("--target-batch must be between 1 and 100000 sequences, --top between 1 and 1000")
     plan = price(PlanRequest.named(args.model, args.gpu, settings=settings, fixed=fixed, parallel=parallel,
-        target_batch=args.target_batch, margin=margin.parse_margin(args.margin), prefer=args.prefer,
+        target_batch=args.target_batch, max_rank=args.max_rank, margin=margin.parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,
     )).plan
     if args.json:

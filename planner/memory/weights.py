@@ -66,7 +66,10 @@ def float_bytes(settings: TrainSettings) -> int:
 
 
 def frozen_weight_components(arch: Architecture, settings: TrainSettings) -> dict[str, int]:
-    """Resident bytes of the base model, by component."""
+    """Resident bytes of the frozen base model, by component; none in a full fine-tune, where every weight is
+    trainable and counted once, as the trainable weights (memory.trainable)."""
+    if settings.full_finetune:
+        return {}
     p_float = float_bytes(settings)
     linears = [(lin, arch.layers * lin.count) for lin in arch.linears]
     biases = arch.linear_bias_numel

@@ -53,7 +53,7 @@ class Recommendation(BaseModel):
 
 
 class Alternative(BaseModel):
-    kind: str = Field(description="larger-gpu | more-gpus | smaller-model | smaller-settings")
+    kind: str = Field(description="no-prepare-kbit | larger-gpu | more-gpus | smaller-model")
     summary: str
     peak_bytes: int | None = None
     detail: dict = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -13,10 +14,14 @@ def _g(nbytes: int) -> str:
     return f"{gib(nbytes):.2f}"
 
 
+def _rank(rec: Recommendation) -> str:
+    return "full fine-tune" if rec.settings.full_finetune else f"r={rec.settings.rank}"
+
+
 def _settings_line(rec: Recommendation) -> tuple[str, ...]:
     s = rec.settings
     return (
-        str(s.rank), str(s.seq_len), str(s.batch), str(s.grad_accum),
+        "full" if s.full_finetune else str(s.rank), str(s.seq_len), str(s.batch), str(s.grad_accum),
         "on" if s.gradient_checkpointing else "off", s.optim.replace("paged_adamw_", "paged ").replace("adamw_", "adamw "),
         _g(rec.peak_bytes), _g(rec.headroom_bytes),
     )
@@ -31,9 +36,10 @@ def render(plan: Plan, console: Console | None = None) -> None:
         f"on [bold]{gpus}{g.label}[/] ({_g(g.total_bytes)} GiB, {_g(g.usable_bytes)} usable"
         + (f", {_g(g.budget_bytes)} after --margin)" if g.budget_bytes != g.usable_bytes else ")")
     )
-    quant = "16-bit" if s.quant == "none" else s.quant.upper() + (" + double quant" if s.double_quant else "")
+    quant = "16-bit" if s.quant == "none" or s.full_finetune else s.quant.upper() + (" + double quant" if s.double_quant else "")
+    what = "full fine-tune of every weight" if s.full_finetune else f"LoRA r={s.rank} on {','.join(s.targets)}"
     console.print(
-        f"{'full fine-tune' if s.full_finetune else 'LoRA'} r={s.rank} on {','.join(s.targets)} | {quant} | "
+        f"{what} | {quant} | "
         f"seq_len {s.seq_len} | micro-batch {s.batch} x grad-accum {s.grad_accum} | {s.optim} | "
         f"checkpointing {'on' if s.gradient_checkpointing else 'off'} | {s.attn} | {s.compute_dtype}"
     )
@@ -60,18 +66,21 @@ def render(plan: Plan, console: Console | None = None) -> None:
         console.print(f"[bold red]DOES NOT FIT[/]: {_g(-plan.headroom_bytes)} GiB over, counting the safety margin")
 
     if plan.recommendations:
-        rec_table = Table(title="Settings that fit, best first", title_justify="left")
-        for column in ("r", "seq_len", "batch", "accum", "ckpt", "optimizer", "peak GiB", "spare GiB"):
-            rec_table.add_column(column, justify="right", no_wrap=True)
+        # no vertical rules and fixed widths: every column stays readable on a 60-column terminal
+        rec_table = Table(title="Settings that fit, best first (peak and spare in GiB)", title_justify="left",
+                          box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+        for column, width in (("r", 4), ("seq_len", 7), ("batch", 5), ("accum", 5), ("ckpt", 4), ("optimizer", 11),
+                              ("peak", 6), ("spare", 6)):
+            rec_table.add_column(column, justify="right", no_wrap=True, min_width=width)
         for rec in plan.recommendations:
             rec_table.add_row(*_settings_line(rec))
         console.print(rec_table)
         if plan.longest_seq_len:
             r = plan.longest_seq_len
-            console.print(f"longest seq_len that fits: {r.settings.seq_len} (r={r.settings.rank}, micro-batch {r.settings.batch}, {_g(r.peak_bytes)} GiB)")
+            console.print(f"longest seq_len that fits: {r.settings.seq_len} ({_rank(r)}, micro-batch {r.settings.batch}, {_g(r.peak_bytes)} GiB)")
         if plan.largest_batch:
             r = plan.largest_batch
-            console.print(f"largest micro-batch that fits: {r.settings.batch} (seq_len {r.settings.seq_len}, r={r.settings.rank}, {_g(r.peak_bytes)} GiB)")
+            console.print(f"largest micro-batch that fits: {r.settings.batch} (seq_len {r.settings.seq_len}, {_rank(r)}, {_g(r.peak_bytes)} GiB)")
     if plan.parallel:
         p = plan.parallel
         if p.cpu_offload:

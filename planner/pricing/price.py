@@ -27,6 +27,7 @@ from planner.output.plan import Plan, plan_from_estimate
 from planner.pricing import explain
 from planner.pricing.margin import gpu_info, with_margin
 from planner.search.alternatives import alternatives, smallest_settings
+from planner.search.grid import DEFAULT_MAX_RANK
 from planner.search.recommend import Estimator, Search, verified
 from planner.search.smallest_change import Suggestion, smallest_change
 
@@ -46,6 +47,7 @@ class PlanRequest:
     mapped: Mapped | None = None
     notes: list[str] = field(default_factory=list)  # from reading the inputs
     target_batch: int = 16
+    max_rank: int = DEFAULT_MAX_RANK
     margin: float | None = None  # share of usable memory kept free; None: the profile's margin on each estimate
     prefer: str = "seq"
     profile: str | None = None
@@ -102,7 +104,7 @@ def price(request: PlanRequest) -> Priced:
     suggestion = None
     if request.search:
         search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions,
-                        target_batch=request.target_batch)
+                        target_batch=request.target_batch, max_rank=request.max_rank)
         found = search.candidates(estimator, budget)
         verify = _with_margin(request.verify(arch, parallel, profile), profile, request.margin) if request.verify else None
         ranked = verified(found, verify, budget, request.prefer, request.top)

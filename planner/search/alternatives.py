@@ -1,6 +1,8 @@
-"""When nothing fits this card, what would, with numbers: one larger catalogue card, the fewest cards of this
-kind with FSDP-QLoRA (CPU offload only when no count without it fits), a smaller model of the same family.
-Each is judged on :func:`reference_settings`, a small but useful setup."""
+"""When nothing fits this card, what would, with numbers, cheapest first: the same card without
+``prepare_model_for_kbit_training`` (a free change: embeddings, lm_head and norms stay 16-bit), then one larger
+catalogue card, the fewest cards of this kind with FSDP-QLoRA (CPU offload only when no count without it fits),
+a smaller model of the same family. The hardware and model alternatives are judged on
+:func:`reference_settings`, a small but useful setup; the free change on the open knobs' search."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from planner.memory.estimate import Estimate
 from planner.memory.parallel import fsdp_recipe
 from planner.output.launch import launch_hint
 from planner.output.plan import Alternative, GpuInfo
-from planner.search.recommend import Estimator
+from planner.search.recommend import Estimator, Search, best
 
 MAX_FSDP_GPUS = 16
 EstimatorFor = Callable[[Architecture, Parallel], Estimator]  # (model, GPUs) -> settings -> Estimate with margin
@@ -41,7 +43,7 @@ def alternatives(arch: Architecture, settings: TrainSettings, fixed: set[str], i
                  estimator_for: EstimatorFor, budget_of: Callable[[Gpu], int]) -> list[Alternative]:
     reference = reference_settings(settings, fixed, arch)
     need = estimator_for(arch, Parallel())(reference)
-    out: list[Alternative] = []
+    out: list[Alternative] = [alt for alt in (without_prepare(arch, settings, fixed, info, estimator_for),) if alt]
     ref_text = f"r={reference.rank}, seq_len {reference.seq_len}, micro-batch {reference.batch}"
     for card in catalog_gpus():
         if need.required_bytes <= budget_of(card):
@@ -69,6 +71,28 @@ def alternatives(arch: Architecture, settings: TrainSettings, fixed: set[str], i
     if smaller:
         out.append(smaller)
     return out
+
+
+def without_prepare(arch: Architecture, settings: TrainSettings, fixed: set[str], info: GpuInfo,
+                    estimator_for: EstimatorFor) -> Alternative | None:
+    """The best fitting plan of the open knobs when ``prepare_model_for_kbit_training`` is not called, where the
+    user did not fix it: it upcasts embeddings, lm_head and norms to float32 (gigabytes with a large vocabulary)."""
+    if "prepare_kbit" in fixed or not (settings.prepare_kbit and settings.quantized) or info.count > 1:
+        return None
+    base = settings.model_copy(update={"prepare_kbit": False})
+    found = Search(base=base, fixed=fixed, max_positions=arch.max_positions).candidates(
+        estimator_for(arch, Parallel()), info.budget_bytes)
+    if not found:
+        return None
+    top = best(found, top=1)[0]
+    s = top.settings
+    return Alternative(
+        kind="no-prepare-kbit",
+        summary=(f"this card without prepare_model_for_kbit_training (embeddings, lm_head and norms stay 16-bit; "
+                 f"--no-prepare-kbit): r={s.rank}, seq_len {s.seq_len}, micro-batch {s.batch} peaks at "
+                 f"{fmt_gib(top.peak_bytes)}"),
+        peak_bytes=top.peak_bytes, detail={"settings": s.model_dump()},
+    )
 
 
 def fewest_gpus(arch: Architecture, reference: TrainSettings, budget: int,

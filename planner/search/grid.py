@@ -4,6 +4,7 @@ alternatives) draws its ranks, micro-batches, optimizers and sequence lengths fr
 from __future__ import annotations
 
 RANKS: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+DEFAULT_MAX_RANK = 64  # the recommender's default ceiling: the QLoRA paper's and the seeds' range
 BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 # The recommender searches the two paged AdamW variants; the smallest change may swap within the AdamW family
 # (Adafactor and SGD change the algorithm, so neither search swaps them in).

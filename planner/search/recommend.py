@@ -1,6 +1,7 @@
 """Search the knobs the user left open for settings that fit, best first.
 
-Searched (unless fixed), from :mod:`planner.search.grid`: rank over ``RANKS``, seq_len over
+Searched (unless fixed), from :mod:`planner.search.grid`: rank over ``RANKS`` up to ``max_rank`` (64 by
+default, the QLoRA paper's and the seeds' range; ``--max-rank`` goes further), seq_len over
 ``doubling_seq_lens`` up to the model's max_position_embeddings, micro-batch over ``BATCHES``, gradient
 checkpointing on/off, and the two paged AdamW optimizers; grad_accum = ceil(target_batch / micro-batch).
 Memory grows monotonically with seq_len and micro-batch, so each (rank, checkpointing, optimizer) scan stops
@@ -22,7 +23,7 @@ from typing import Callable, Iterable
 from planner.inputs.settings import TrainSettings
 from planner.memory.estimate import Estimate
 from planner.output.plan import Recommendation
-from planner.search.grid import BATCHES, RANKS, SEARCHED_OPTIMIZERS, doubling_seq_lens
+from planner.search.grid import BATCHES, DEFAULT_MAX_RANK, RANKS, SEARCHED_OPTIMIZERS, doubling_seq_lens
 
 PREFERENCES = ("seq", "tokens", "rank", "batch")
 Estimator = Callable[[TrainSettings], Estimate]
@@ -34,14 +35,16 @@ class Search:
     fixed: set[str]
     max_positions: int
     target_batch: int = 16
+    max_rank: int = DEFAULT_MAX_RANK
 
     def _choices(self, field: str, default: Iterable) -> list:
-        return [getattr(self.base, field)] if field in self.fixed else list(default)
+        fixed = field in self.fixed or (field == "rank" and self.base.full_finetune)  # no rank without LoRA
+        return [getattr(self.base, field)] if fixed else list(default)
 
     def candidates(self, estimator: Estimator, budget: int) -> list[Recommendation]:
         found: list[Recommendation] = []
         seqs = self._choices("seq_len", doubling_seq_lens(self.max_positions))
-        for rank in self._choices("rank", RANKS):
+        for rank in self._choices("rank", [r for r in RANKS if r <= self.max_rank]):
             for checkpointing in self._choices("gradient_checkpointing", (True, False)):
                 for optim in self._choices("optim", SEARCHED_OPTIMIZERS):
                     found += self._scan(estimator, budget, seqs, rank, checkpointing, optim)
