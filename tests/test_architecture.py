@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -19,11 +20,24 @@ import pytest
 
 from planner.inputs.architecture import config_keys, from_config
 from planner.inputs.catalog import catalog_models
-from planner.catalog_build import DEFAULT_CONFIGS, architecture_defaults, build_catalog
 from planner.profiles import load_profile_json, profiles_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+
+def load_tool(name: str):
+    """A developer script under tools/ (not part of the package), imported from its file."""
+    path = Path(__file__).parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+catalog_build = load_tool("catalog_build")
+DEFAULT_CONFIGS, architecture_defaults, build_catalog = (
+    catalog_build.DEFAULT_CONFIGS, catalog_build.architecture_defaults, catalog_build.build_catalog)
 
 ENTRIES = {entry.slug: entry for entry in catalog_models()}
 
@@ -132,9 +146,7 @@ def test_use_cache_defaults_to_true_in_every_config_class():
     """from_config reads ``use_cache`` with True when the file leaves it out: the default of every class."""
     from transformers import CONFIG_MAPPING
 
-    from planner.catalog_build import MODEL_TYPES
-
-    assert all(CONFIG_MAPPING[model_type]().use_cache is True for model_type in MODEL_TYPES)
+    assert all(CONFIG_MAPPING[model_type]().use_cache is True for model_type in catalog_build.MODEL_TYPES)
     llama = {**SMALL, "model_type": "llama"}
     assert from_config(llama).use_cache and not from_config({**llama, "use_cache": False}).use_cache
 
@@ -145,7 +157,7 @@ def test_catalogue_files_are_what_the_build_writes(tmp_path, monkeypatch):
     scratch = tmp_path / "profiles"
     (scratch / "models").mkdir(parents=True)
     (scratch / "architecture_defaults.json").write_text((profiles_dir() / "architecture_defaults.json").read_text())
-    monkeypatch.setattr("planner.catalog_build.profiles_dir", lambda: scratch)
+    monkeypatch.setattr(catalog_build, "profiles_dir", lambda: scratch)
     for path in build_catalog(DEFAULT_CONFIGS):
         assert path.read_text() == (profiles_dir() / "models" / path.name).read_text(), path.name
 
