@@ -181,8 +181,6 @@ def check(run: Run) -> CheckResult:
     notes = list(run.mapped.notes)
     if settings.compute_dtype == "bf16" and settings.autocast and not gpu.bf16:
         notes.append(f"{gpu.label} has no bf16: the Trainer refuses bf16=True there; fp16 costs the same bytes")
-    if arch.generic:
-        notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if run.gpus > 1:
         notes.append(parallel_note(parallel))
     suggestion = None

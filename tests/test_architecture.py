@@ -116,7 +116,7 @@ EDGE_CONFIGS = {
     "llama-null-kv-heads": ("llama", {"num_key_value_heads": None, "tie_word_embeddings": True}),
     "phi3-no-kv-heads": ("phi3", {}),
     "mixtral-num-experts-alias": ("mixtral", {"num_experts": 3, "num_experts_per_tok": 1}),
-    "qwen3-moe-defaults": ("qwen3_moe", {"num_experts": 4}),  # moe_intermediate_size 768 from the class
+    "qwen3-moe-defaults": ("qwen3_moe", {"num_experts": 8}),  # moe_intermediate_size 768, top-8 from the class
 }
 SMALL = {"vocab_size": 33000, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,  # vocab > Phi-3 pad id
          "num_attention_heads": 8}
@@ -215,19 +215,23 @@ def test_bnb_4bit_leaves_moe_experts_unquantized(moe_4bit):
 def test_peft_all_linear_trains_moe_experts_and_router(moe_4bit):
     """peft 0.21.2: ``prepare_model_for_kbit_training`` casts the unquantized experts to float32, and
     ``target_modules="all-linear"`` wraps the attention linears *and* the expert banks and router
-    (``target_parameters``), with the trainable count of ``Architecture.moe_lora_numel``."""
+    (``target_parameters``), with the trainable count of ``memory.trainable`` (``moe_lora_tensors``)."""
     peft = pytest.importorskip("peft")
+    from planner.inputs.settings import TrainSettings
+    from planner.memory.trainable import moe_lora_tensors, trainable_params
+
     arch, _, load = moe_4bit
     model = peft.prepare_model_for_kbit_training(load(), use_gradient_checkpointing=False)
     experts = [p for name, p in model.named_parameters() if ".experts." in name]
     assert experts and all(p.dtype == torch.float32 for p in experts)
 
     r = 4
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules="all-linear"))
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules="all-linear", lora_dropout=0.0))
     config = lora.peft_config["default"]
     assert set(config.target_modules) == {lin.name for lin in arch.linears}
     assert set(config.target_parameters) == {bank.name for bank in arch.expert_banks} | {"gate.weight"}
     trainable, _ = lora.get_nb_trainable_parameters()
     linears = arch.layers * sum(r * (lin.in_features + lin.out_features) for lin in arch.linears)
-    assert arch.moe_lora_numel(r) > 0
-    assert trainable == linears + arch.moe_lora_numel(r)
+    experts_and_router = sum(rows * cols * n for rows, cols, n in moe_lora_tensors(arch, ("all-linear",), r))
+    assert experts_and_router > 0
+    assert trainable == linears + experts_and_router == trainable_params(arch, TrainSettings(rank=r, lora_dropout=0.0))

@@ -136,7 +136,7 @@ def test_folder_without_config(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ('{"hidden_size": 4096,', "is not valid JSON"),
-    ("\xff\xfe", "is not valid JSON"),
+    ("\xff\xfe", "is not UTF-8 text"),
     ("[1, 2, 3]", "must hold a JSON object"),
     ('"llama"', "must hold a JSON object"),
     ({**SMALL, "hidden_size": 0}, "'hidden_size' must be a positive integer, got 0"),
@@ -147,7 +147,7 @@ def test_folder_without_config(tmp_path):
     ({**SMALL, "num_key_value_heads": 3}, "must divide num_attention_heads"),
     ({k: v for k, v in SMALL.items() if k != "hidden_size"}, "has no 'hidden_size'"),
     ({k: v for k, v in SMALL.items() if k != "vocab_size"}, "has no 'vocab_size'"),
-    ({}, "has no 'hidden_size'"),
+    ({}, "has no 'model_type'"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, content, message):
     path = tmp_path / "config.json"

@@ -17,11 +17,6 @@ from functools import cached_property
 from planner.errors import QPlanError
 from planner.profiles import load_profile_json
 
-# model_type -> how its decoder layer is laid out. Anything else uses the Llama layout ("generic").
-LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen3_moe"}
-MOE = {"mixtral", "qwen3_moe"}
-
-
 @dataclass(frozen=True)
 class Linear:
     """One ``nn.Linear`` kind inside every decoder layer: ``count`` instances per layer."""
@@ -58,12 +53,6 @@ class ExpertBank:
     def numel(self) -> int:
         return self.experts * self.out_features * self.in_features
 
-    def lora_numel(self, rank: int) -> int:
-        """LoRA parameters peft's ``ParamWrapper`` adds to this bank: A ``(k*r*E, in)`` and B ``(out, k*r*E)``,
-        with k = 2 for the fused ``gate_up_proj`` (peft sets its ``rank_pattern`` to 2r: w1 and w3 in one)."""
-        k = 2 if self.name == "gate_up_proj" else 1
-        return k * rank * self.experts * (self.in_features + self.out_features)
-
 
 @dataclass(frozen=True)
 class Architecture:
@@ -86,7 +75,10 @@ class Architecture:
     router_numel: int = 0
     experts_per_token: int = 0
     norm_numel_per_layer: int = 0
-    generic: bool = False
+    layer_norms: int = 2  # hidden-width RMSNorms in each layer (Gemma: 4), whose inputs the forward saves
+    qk_norm: bool = False  # q_norm/k_norm over each head (Qwen3, Gemma-3)
+    rope_tables: int = 1  # cos/sin pairs made per forward (Gemma-3: a local and a global one)
+    notes: tuple[str, ...] = ()  # what the pricing of this model approximates, shown with its plans
     use_cache: bool = True  # config.use_cache: the forward builds a KV cache unless checkpointing turns it off
     sliding_window: int | None = None  # every layer attends this far back (Mistral, Mixtral, Phi-3 masks)
 
@@ -137,14 +129,6 @@ class Architecture:
             + self.layers * self.router_numel
         )
 
-    def moe_lora_numel(self, rank: int) -> int:
-        """LoRA parameters peft 0.21 ``all-linear`` adds to the MoE blocks besides the linears: every expert
-        bank plus the router weight (A ``(r, hidden)``, B ``(experts, r)``); 0 for a dense model."""
-        if not self.expert_banks:
-            return 0
-        router = rank * (self.hidden + self.router_numel // self.hidden)
-        return self.layers * (sum(bank.lora_numel(rank) for bank in self.expert_banks) + router)
-
     @cached_property
     def largest_linear(self) -> Linear:
         return max(self.linears, key=lambda lin: lin.weight_numel)
@@ -167,21 +151,79 @@ class Architecture:
         return counts
 
 
-# Which config keys each layout reads (transformers 5 ``modeling_<type>.py``); unknown types read the Llama ones.
+# ---- what qplan models: one table, read from the transformers 5.24 modeling files ------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How ``models/<type>/modeling_<type>.py`` builds one model_type's decoder layer.
+
+    ``fields``: config keys read beyond :data:`_COMMON_KEYS` (the keys whose class defaults
+    ``profiles/architecture_defaults.json`` records). ``bias``: ``"config"`` = ``attention_bias`` on q/k/v/o,
+    ``"qkv"`` = q/k/v always and o never (Qwen2), ``"none"``. ``windows``: how layers use ``sliding_window``:
+    ``"none"`` (no sliding attention), ``"all"`` (every layer when set: Mistral, Mixtral, Phi-3), ``"qwen"``
+    (``use_sliding_window`` from ``max_window_layers`` on, or ``layer_types``), ``"alternating"`` (Gemma-2:
+    ``layer_types``, by default every other layer) or ``"pattern"`` (Gemma-3: ``layer_types``, by default
+    5 sliding then 1 full, ``sliding_window_pattern``). ``experts``: the MoE block kind, or ``None``."""
+
+    fields: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()  # more :data:`UNPRICED_FIELDS` it reads (aliases), without a recorded default
+    bias: str = "config"
+    mlp_bias: bool = False
+    fused: bool = False  # Phi-3: qkv_proj and gate_up_proj
+    layer_norms: int = 2
+    qk_norm: bool = False
+    windows: str = "none"
+    experts: str | None = None
+    rope_tables: int = 1
+
+
+LAYOUTS: dict[str, Layout] = {
+    "llama": Layout(fields=("attention_bias", "mlp_bias"), mlp_bias=True),
+    "mistral": Layout(fields=("sliding_window",), bias="none", windows="all"),
+    "qwen2": Layout(bias="qkv", windows="qwen"),
+    "qwen3": Layout(fields=("attention_bias",), qk_norm=True, windows="qwen"),
+    "gemma2": Layout(fields=("attention_bias",), layer_norms=4, windows="alternating"),
+    "gemma3_text": Layout(fields=("attention_bias", "sliding_window"), layer_norms=4, qk_norm=True,
+                          windows="pattern", rope_tables=2),
+    "phi3": Layout(fields=("sliding_window",), bias="none", fused=True, windows="all"),
+    "mixtral": Layout(fields=("num_local_experts", "num_experts_per_tok", "sliding_window"), accepts=("num_experts",),
+                      bias="none",
+                      windows="all", experts="mixtral"),
+    "qwen3_moe": Layout(fields=("attention_bias", "num_experts", "num_experts_per_tok", "moe_intermediate_size",
+                                "decoder_sparse_step", "mlp_only_layers"), qk_norm=True, windows="qwen",
+                        experts="qwen3_moe"),
+}
+# Multimodal wrappers whose text decoder qplan prices (``text_config``): wrapper model_type -> text model_type.
+TEXT_DECODERS = {"gemma3": "gemma3_text"}
+# Why a model_type that is not in LAYOUTS cannot be priced (shown in the refusal); others get a generic reason.
+UNMODELLED = {
+    "olmo2": "post-norm layers (no input norm) with q/k norms over the whole projection width",
+    "olmoe": "64 routed experts per layer (OlmoeSparseMoeBlock) with q/k norms over the projection width",
+    "deepseek_v2": "multi-head latent attention and routed + shared experts",
+    "deepseek_v3": "multi-head latent attention and routed + shared experts",
+    "llama4_text": "routed + shared experts, chunked attention and NoPE layers",
+    "gpt_oss": "routed experts with biases, attention sinks and MXFP4 expert weights",
+}
+# Config fields that change the tensor shapes in ways the Llama-style formula does not model: present (not
+# null, not empty) in a config whose layout does not list them, they are refused.
+UNPRICED_FIELDS = {
+    "num_local_experts": "routed experts", "num_experts": "routed experts", "n_routed_experts": "routed experts",
+    "num_experts_per_tok": "routed experts", "moe_intermediate_size": "routed experts",
+    "n_shared_experts": "shared experts", "shared_expert_intermediate_size": "shared experts",
+    "first_k_dense_replace": "dense layers before the MoE ones", "moe_layers": "MoE layers",
+    "moe_layer_freq": "MoE layers", "interleave_moe_layer_step": "MoE layers", "mlp_only_layers": "dense MoE layers",
+    "decoder_sparse_step": "MoE layers", "kv_lora_rank": "multi-head latent attention",
+    "q_lora_rank": "multi-head latent attention", "qk_rope_head_dim": "multi-head latent attention",
+}
+TRACE_HINT = "qplan refuses rather than guess (--trace, the traced path, is coming for such models)"
+MAX_SIZE = 2**31 - 1  # no shape field of a real model comes near; beyond it a number is a typo
+
+# Which config keys each layout reads (transformers 5 ``modeling_<type>.py``).
 _COMMON_KEYS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "max_position_embeddings", "tie_word_embeddings",
 )
-_EXTRA_KEYS = {
-    "llama": ("attention_bias", "mlp_bias"),
-    "qwen3": ("attention_bias",),
-    "gemma2": ("attention_bias",),
-    "mistral": ("sliding_window",),
-    "phi3": ("sliding_window",),
-    "mixtral": ("num_local_experts", "num_experts_per_tok", "sliding_window"),
-    "qwen3_moe": ("attention_bias", "num_experts", "num_experts_per_tok", "moe_intermediate_size",
-                  "decoder_sparse_step", "mlp_only_layers"),
-}
 # Shape fields a config.json must state itself: no class default stands in for them.
 _REQUIRED = {
     "hidden_size": ("n_embd", "d_model"),
@@ -190,11 +232,12 @@ _REQUIRED = {
     "intermediate_size": ("n_inner", "ffn_dim"),
     "vocab_size": (),
 }
+_BOOLEANS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_cache", "use_sliding_window")
 
 
 def config_keys(model_type: str) -> tuple[str, ...]:
-    """The config keys :func:`from_config` reads for ``model_type`` (beyond ``model_type`` and dtype)."""
-    return _COMMON_KEYS + _EXTRA_KEYS.get(model_type if model_type in LLAMA_LIKE else "llama", ())
+    """The config keys :func:`from_config` reads for a modelled ``model_type`` (beyond ``model_type`` and dtype)."""
+    return _COMMON_KEYS + LAYOUTS[model_type].fields
 
 
 def _value(config: dict, key: str, defaults: dict, *alts: str):
@@ -208,7 +251,21 @@ def _value(config: dict, key: str, defaults: dict, *alts: str):
 
 def _positive_int(key: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise QPlanError(f"config.json field {key!r} must be a positive integer, got {value!r}")
+        raise QPlanError(f"config.json field {key!r} must be a positive integer, got {_shown(value)}")
+    if value > MAX_SIZE:
+        raise QPlanError(f"config.json field {key!r} is {_shown(value)}, more than any model has (at most {MAX_SIZE})")
+    return value
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _bool(key: str, value) -> bool:
+    """A JSON ``true``/``false``: a string such as ``"false"`` would be truthy, so it is refused."""
+    if not isinstance(value, bool):
+        raise QPlanError(f"config.json field {key!r} must be true or false, got {_shown(value)}")
     return value
 
 
@@ -220,8 +277,188 @@ def _required(config: dict, key: str) -> int:
     return _positive_int(found, config[found])
 
 
+# ---- from_config, by section ----------------------------------------------------------------------------------
+
+
+def _text_part(config: dict) -> tuple[dict, tuple[str, ...]]:
+    """The config of the decoder qplan prices, and notes: a multimodal wrapper with a ``text_config`` is priced
+    as its text decoder (:data:`TEXT_DECODERS`), other wrappers are refused."""
+    text = config.get("text_config")
+    if text is None:
+        return config, ()
+    wrapper = config.get("model_type")
+    if not isinstance(text, dict) or wrapper not in TEXT_DECODERS:
+        raise QPlanError(f"model_type {wrapper!r} is a multimodal wrapper qplan does not model (text_config); "
+                         + TRACE_HINT)
+    inner = TEXT_DECODERS[wrapper]
+    if text.get("model_type", inner) != inner:
+        raise QPlanError(f"{wrapper} text_config has model_type {text['model_type']!r}, expected {inner!r}")
+    dtype = {k: config[k] for k in ("dtype", "torch_dtype") if k in config and k not in text}
+    note = (f"{wrapper} is multimodal: priced its text decoder ({inner}, loaded as {wrapper.capitalize()}ForCausalLM); "
+            "the vision tower and projector of the full model are not counted")
+    return {**dtype, **text, "model_type": inner}, (note,)
+
+
+def _check_modelled(config: dict) -> tuple[str, Layout]:
+    """The config's layout, or one refusal naming the model_type or field qplan cannot price."""
+    model_type = config.get("model_type")
+    if model_type is None:
+        raise QPlanError("config.json has no 'model_type': qplan cannot tell which architecture it describes; "
+                         + TRACE_HINT)
+    if not isinstance(model_type, str) or model_type not in LAYOUTS:
+        why = UNMODELLED.get(model_type) if isinstance(model_type, str) else None
+        raise QPlanError(f"model_type {model_type!r} is not modelled by qplan"
+                         f"{f' ({why})' if why else ''}; {TRACE_HINT}")
+    layout = LAYOUTS[model_type]
+    unpriced = [key for key in UNPRICED_FIELDS
+                if key not in layout.fields + layout.accepts and config.get(key) not in (None, [], 0)]
+    if unpriced:
+        what = ", ".join(dict.fromkeys(UNPRICED_FIELDS[key] for key in unpriced))
+        raise QPlanError(f"{model_type} config has {', '.join(unpriced)} ({what}), which qplan's {model_type} "
+                         f"formula does not model; {TRACE_HINT}")
+    quant = config.get("quantization_config")
+    if quant is not None:
+        method = quant.get("quant_method") if isinstance(quant, dict) else quant
+        if method != "bitsandbytes":
+            raise QPlanError(f"config.json carries a {method!r} quantization_config (a pre-quantized checkpoint): "
+                             f"qplan prices bitsandbytes quantization of 16-bit weights only; {TRACE_HINT}")
+    for key in _BOOLEANS:
+        if key in config and config[key] is not None:
+            _bool(key, config[key])
+    return model_type, layout
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+
+
+def _shapes(config: dict, defaults: dict) -> _Shapes:
+    """Sizes the file must state, and heads/head_dim as transformers derives them when left out."""
+    h = _required(config, "hidden_size")
+    layers = _required(config, "num_hidden_layers")
+    heads = _required(config, "num_attention_heads")
+    intermediate = _required(config, "intermediate_size")
+    vocab = _required(config, "vocab_size")
+    kv_heads = _value(config, "num_key_value_heads", defaults)
+    kv_heads = heads if kv_heads is None else _positive_int("num_key_value_heads", kv_heads)
+    head_dim = _value(config, "head_dim", defaults)
+    head_dim = _positive_int("head_dim", h // heads if head_dim is None or head_dim == 0 else head_dim)
+    if heads % kv_heads:
+        raise QPlanError(f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads}")
+    return _Shapes(h, layers, heads, kv_heads, head_dim, intermediate, vocab)
+
+
+def _flag(config: dict, key: str, defaults: dict) -> bool:
+    value = _value(config, key, defaults)
+    return False if value is None else _bool(key, value)
+
+
+def _attention(config: dict, layout: Layout, shape: _Shapes, defaults: dict) -> tuple[Linear, ...]:
+    """q/k/v/o (or Phi-3's fused qkv_proj) with the biases the modeling file really builds: Qwen2 has q/k/v
+    bias and no o bias whatever the config says; Mistral, Mixtral and Phi-3 have none."""
+    h, a, k = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    if layout.fused:
+        return (Linear("qkv_proj", h, a + 2 * k), Linear("o_proj", a, h))
+    o_bias = layout.bias == "config" and _flag(config, "attention_bias", defaults)
+    qkv_bias = o_bias or layout.bias == "qkv"
+    return (
+        Linear("q_proj", h, a, qkv_bias),
+        Linear("k_proj", h, k, qkv_bias),
+        Linear("v_proj", h, k, qkv_bias),
+        Linear("o_proj", a, h, o_bias),
+    )
+
+
+@dataclass(frozen=True)
+class _Mlp:
+    linears: tuple[Linear, ...]
+    banks: tuple[ExpertBank, ...] = ()
+    router: int = 0
+    per_token: int = 0
+    width: int = 0  # intermediate width of one expert, or of the dense MLP
+
+
+def _mlp(config: dict, layout: Layout, shape: _Shapes, defaults: dict) -> _Mlp:
+    """The dense MLP, or the MoE block's expert banks (3-D parameters) and router."""
+    h, inter = shape.hidden, shape.intermediate
+    if layout.experts is None:
+        if layout.fused:
+            return _Mlp((Linear("gate_up_proj", h, 2 * inter), Linear("down_proj", inter, h)), width=inter)
+        bias = layout.mlp_bias and _flag(config, "mlp_bias", defaults)
+        return _Mlp((Linear("gate_proj", h, inter, bias), Linear("up_proj", h, inter, bias),
+                     Linear("down_proj", inter, h, bias)), width=inter)
+    experts = _positive_int("num_local_experts", _value(config, "num_local_experts", defaults, "num_experts"))
+    per_token = _positive_int("num_experts_per_tok", _value(config, "num_experts_per_tok", defaults))
+    if per_token > experts:
+        raise QPlanError(f"config.json has num_experts_per_tok={per_token} but only {experts} experts")
+    width = inter
+    if layout.experts == "qwen3_moe":
+        width = _positive_int("moe_intermediate_size", _value(config, "moe_intermediate_size", defaults))
+        if _value(config, "mlp_only_layers", defaults) or _value(config, "decoder_sparse_step", defaults) not in (1, None):
+            raise QPlanError("Qwen3-MoE with dense layers (mlp_only_layers / decoder_sparse_step) is not modelled; "
+                             + TRACE_HINT)
+    banks = (ExpertBank("gate_up_proj", experts, 2 * width, h), ExpertBank("down_proj", experts, h, width))
+    return _Mlp((), banks, experts * h, per_token, width)
+
+
+def _layer_types(config: dict, layout: Layout, layers: int, window) -> list[str]:
+    """``config.layer_types`` as transformers fills it in (``__post_init__`` of the config class)."""
+    types = config.get("layer_types")
+    if types is None:
+        if layout.windows == "alternating":
+            return ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+        if layout.windows == "pattern":
+            pattern = _positive_int("sliding_window_pattern", config.get("sliding_window_pattern", 6))
+            return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)]
+        if layout.windows == "qwen":
+            use = config.get("use_sliding_window", False)
+            start = _positive_int("max_window_layers", config.get("max_window_layers", 28))
+            windowed = use and window is not None
+            return ["sliding_attention" if windowed and i >= start else "full_attention" for i in range(layers)]
+        return ["full_attention"] * layers
+    if (not isinstance(types, list) or len(types) != layers
+            or any(t not in ("full_attention", "sliding_attention") for t in types)):
+        raise QPlanError(f"config.json layer_types must list 'full_attention'/'sliding_attention' for each of the "
+                         f"{layers} layers; {TRACE_HINT}")
+    return types
+
+
+def _window(config: dict, layout: Layout, layers: int, defaults: dict) -> tuple[int | None, tuple[str, ...]]:
+    """The sliding window the activation formula applies to every layer, and a note where that is an upper
+    bound. Models whose layers mix windowed and full attention are priced only where the formula bounds them."""
+    if layout.windows == "none":
+        return None, ()
+    window = _value(config, "sliding_window", defaults) if layout.windows in ("all", "pattern") else config.get("sliding_window")
+    window = None if window is None else _positive_int("sliding_window", window)
+    if layout.windows == "all":
+        return window, ()
+    sliding = _layer_types(config, layout, layers, window).count("sliding_attention")
+    if window is None or sliding == 0:
+        return None, ()
+    if layout.windows == "alternating":
+        # Gemma-2 runs eager or flash attention (modeling_gemma2: _supports_sdpa = False): eager's additive mask
+        # is b*s^2 with or without a window, flash builds none, so the window changes no saved tensor.
+        return None, ()
+    if layout.windows == "pattern":
+        return window, (f"{sliding} of {layers} layers attend within a {window}-token window, the others to the "
+                        "whole sequence: past the window every layer is priced with the window's mask and k/v "
+                        "repeats (an upper bound: the full-attention layers use SDPA's is_causal)",)
+    if sliding == layers:
+        return window, ()
+    raise QPlanError(f"{config['model_type']} config uses a sliding window on {sliding} of {layers} layers "
+                     f"(use_sliding_window / layer_types), which qplan does not model; {TRACE_HINT}")
+
+
 def from_config(config: dict, name: str = "model") -> Architecture:
-    """Build the :class:`Architecture` of a Hugging Face ``config.json`` (already parsed).
+    """Build the :class:`Architecture` of a Hugging Face ``config.json`` (already parsed), or refuse it in one
+    :class:`QPlanError` line when its model_type or a shape-changing field is not modelled (:data:`LAYOUTS`).
 
     Keys the file leaves out take the class default (``architecture_defaults.json``), and ``None`` means
     what the transformers config/modeling code makes of it: ``num_key_value_heads`` -> ``num_attention_heads``,
@@ -230,99 +467,42 @@ def from_config(config: dict, name: str = "model") -> Architecture:
     """
     if not isinstance(config, dict):
         raise QPlanError("config.json must hold a JSON object")
-    if isinstance(config.get("text_config"), dict):  # multimodal wrappers keep the LLM here
-        config = {**config["text_config"], "model_type": config["text_config"].get("model_type", "")}
-    model_type = str(config.get("model_type") or "")
-    all_defaults = load_profile_json("architecture_defaults.json")["defaults"]
-    generic = model_type not in LLAMA_LIKE
-    defaults = all_defaults.get(model_type if not generic else "llama", {})
-
-    h = _required(config, "hidden_size")
-    layers = _required(config, "num_hidden_layers")
-    heads = _required(config, "num_attention_heads")
-    intermediate = _required(config, "intermediate_size")
-    vocab = _required(config, "vocab_size")
-    kv_heads = _value(config, "num_key_value_heads", defaults)
-    kv_heads = heads if kv_heads is None else _positive_int("num_key_value_heads", kv_heads)
-    head_dim = _value(config, "head_dim", defaults) or h // heads
-    head_dim = _positive_int("head_dim", head_dim)
-    tied = bool(_value(config, "tie_word_embeddings", defaults))
-    max_positions = int(_value(config, "max_position_embeddings", defaults) or 2048)
-    dtype = str(config.get("dtype") or config.get("torch_dtype") or "bfloat16")
-    use_cache = bool(config.get("use_cache", True))  # True in every config class (tests/test_architecture.py)
-    # Models whose every layer uses create_sliding_window_causal_mask when config.sliding_window is set; Gemma-2's
-    # alternating layers and Qwen's use_sliding_window are not modelled.
-    window = _value(config, "sliding_window", defaults) if "sliding_window" in config_keys(model_type) else None
-    window = None if window is None else _positive_int("sliding_window", window)
-    if heads % kv_heads:
-        raise QPlanError(f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads}")
-
-    a, k = heads * head_dim, kv_heads * head_dim
-    # Biases as the modeling files build them: Qwen2 has q/k/v bias and no o bias whatever the config says;
-    # Mistral, Mixtral and Phi-3 have none; the others follow attention_bias / mlp_bias.
-    attn_bias = "attention_bias" in config_keys(model_type) and bool(_value(config, "attention_bias", defaults))
-    mlp_bias = "mlp_bias" in config_keys(model_type) and bool(_value(config, "mlp_bias", defaults))
-    norms = 2 * h
-    expert_banks: tuple[ExpertBank, ...] = ()
-    router = experts_per_token = 0
-
-    if model_type == "phi3":
-        attention = (Linear("qkv_proj", h, a + 2 * k), Linear("o_proj", a, h))
-    else:
-        qkv_bias = attn_bias or model_type == "qwen2"
-        attention = (
-            Linear("q_proj", h, a, qkv_bias),
-            Linear("k_proj", h, k, qkv_bias),
-            Linear("v_proj", h, k, qkv_bias),
-            Linear("o_proj", a, h, attn_bias),
-        )
-    if model_type in MOE:
-        experts = _positive_int("num_local_experts", _value(config, "num_local_experts", defaults, "num_experts"))
-        experts_per_token = _positive_int("num_experts_per_tok", _value(config, "num_experts_per_tok", defaults))
-        expert_dim = intermediate
-        if model_type == "qwen3_moe":
-            expert_dim = _positive_int("moe_intermediate_size", _value(config, "moe_intermediate_size", defaults))
-            if _value(config, "mlp_only_layers", defaults) or _value(config, "decoder_sparse_step", defaults) not in (1, None):
-                raise QPlanError("Qwen3-MoE with dense layers (mlp_only_layers / decoder_sparse_step) is not modelled yet")
-        expert_banks = (
-            ExpertBank("gate_up_proj", experts, 2 * expert_dim, h),
-            ExpertBank("down_proj", experts, h, expert_dim),
-        )
-        router = experts * h
-        mlp: tuple[Linear, ...] = ()
-        intermediate = expert_dim
-    elif model_type == "phi3":
-        mlp = (Linear("gate_up_proj", h, 2 * intermediate), Linear("down_proj", intermediate, h))
-    else:
-        mlp = (
-            Linear("gate_proj", h, intermediate, mlp_bias),
-            Linear("up_proj", h, intermediate, mlp_bias),
-            Linear("down_proj", intermediate, h, mlp_bias),
-        )
-    if model_type == "gemma2":
-        norms = 4 * h  # input, post_attention, pre_feedforward, post_feedforward
-    if model_type in {"qwen3", "qwen3_moe"}:
-        norms += 2 * head_dim  # q_norm, k_norm
-
+    config, notes = _text_part(config)
+    model_type, layout = _check_modelled(config)
+    defaults = load_profile_json("architecture_defaults.json")["defaults"].get(model_type, {})
+    shape = _shapes(config, defaults)
+    attention = _attention(config, layout, shape, defaults)
+    mlp = _mlp(config, layout, shape, defaults)
+    window, window_notes = _window(config, layout, shape.layers, defaults)
+    max_positions = _value(config, "max_position_embeddings", defaults)
+    max_positions = 2048 if max_positions is None else _positive_int("max_position_embeddings", max_positions)
+    dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    if not isinstance(dtype, str):
+        raise QPlanError(f"config.json field 'torch_dtype' must be a dtype name, got {_shown(dtype)}")
+    h = shape.hidden
+    norms = layout.layer_norms * h + (2 * shape.head_dim if layout.qk_norm else 0)
     return Architecture(
         name=name,
-        model_type=model_type or "unknown",
+        model_type=model_type,
         hidden=h,
-        layers=layers,
-        heads=heads,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        intermediate=intermediate,
-        vocab=vocab,
-        tied_embeddings=tied,
+        layers=shape.layers,
+        heads=shape.heads,
+        kv_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        intermediate=mlp.width,
+        vocab=shape.vocab,
+        tied_embeddings=_flag(config, "tie_word_embeddings", defaults),
         max_positions=max_positions,
         dtype=dtype,
-        linears=attention + mlp,
-        expert_banks=expert_banks,
-        router_numel=router,
-        experts_per_token=experts_per_token,
+        linears=attention + mlp.linears,
+        expert_banks=mlp.banks,
+        router_numel=mlp.router,
+        experts_per_token=mlp.per_token,
         norm_numel_per_layer=norms,
-        generic=generic,
-        use_cache=use_cache,
+        layer_norms=layout.layer_norms,
+        qk_norm=layout.qk_norm,
+        rope_tables=layout.rope_tables,
+        notes=notes + window_notes,
+        use_cache=config.get("use_cache") is not False,  # True in every config class; checked in _check_modelled
         sliding_window=window,
     )

@@ -95,8 +95,6 @@ def make_plan(request: Request) -> Plan:
         settings = settings.model_copy(update={"compute_dtype": "fp16"})
         notes.append(f"{gpu.label} has no bf16: compute dtype falls back to fp16 (same bytes)")
     request = Request(**{**request.__dict__, "settings": settings})
-    if arch.generic:
-        notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
     if arch.expert_banks:
         notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); their activations are an estimate")
     estimator = estimator_for(arch, profile, parallel, request.margin)
