@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from planner.inputs.architecture import Architecture, from_config
+from planner.memory.runtime import as_run
 from planner.inputs.catalog import resolve_model
 from planner.inputs.config_file import SECTIONS, Mapped, RunConfig, parse_config, show, to_settings
 from planner.errors import QPlanError
@@ -175,10 +176,11 @@ def check(run: Run) -> CheckResult:
     profile = select_profile(gpu.label)
     info = gpu_info(gpu, run.gpus, profile, run.margin, run.mapped.settings.expandable_segments)
     settings, arch = run.mapped.settings, run.arch
+    notes = list(run.mapped.notes)
+    settings = as_run(arch, settings, notes, strict=True)
     parallel = Parallel(gpus=run.gpus)
     estimator = estimator_for(arch, profile, parallel, run.margin)
     plan = plan_from_estimate(arch, info, settings, estimator(settings), profile, parallel)
-    notes = list(run.mapped.notes)
     if settings.compute_dtype == "bf16" and settings.autocast and not gpu.bf16:
         notes.append(f"{gpu.label} has no bf16: the Trainer refuses bf16=True there; fp16 costs the same bytes")
     if run.gpus > 1:

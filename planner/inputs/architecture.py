@@ -78,6 +78,8 @@ class Architecture:
     layer_norms: int = 2  # hidden-width RMSNorms in each layer (Gemma: 4), whose inputs the forward saves
     qk_norm: bool = False  # q_norm/k_norm over each head (Qwen3, Gemma-3)
     rope_tables: int = 1  # cos/sin pairs made per forward (Gemma-3: a local and a global one)
+    softcap: bool = False  # eager attention tanh-caps its scores (Gemma-2 attn_logit_softcapping)
+    final_softcap: bool = False  # the logits are tanh-capped before the loss (Gemma-2 final_logit_softcapping)
     notes: tuple[str, ...] = ()  # what the pricing of this model approximates, shown with its plans
     use_cache: bool = True  # config.use_cache: the forward builds a KV cache unless checkpointing turns it off
     sliding_window: int | None = None  # every layer attends this far back (Mistral, Mixtral, Phi-3 masks)
@@ -176,6 +178,8 @@ class Layout:
     windows: str = "none"
     experts: str | None = None
     rope_tables: int = 1
+    softcap: float | None = None  # the class default of attn_logit_softcapping, where the layer reads it
+    final_softcap: float | None = None  # the class default of final_logit_softcapping, where the model reads it
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -183,7 +187,8 @@ LAYOUTS: dict[str, Layout] = {
     "mistral": Layout(fields=("sliding_window",), bias="none", windows="all"),
     "qwen2": Layout(bias="qkv", windows="qwen"),
     "qwen3": Layout(fields=("attention_bias",), qk_norm=True, windows="qwen"),
-    "gemma2": Layout(fields=("attention_bias",), layer_norms=4, windows="alternating"),
+    "gemma2": Layout(fields=("attention_bias",), layer_norms=4, windows="alternating", softcap=50.0,
+                     final_softcap=30.0),
     "gemma3_text": Layout(fields=("attention_bias", "sliding_window"), layer_norms=4, qk_norm=True,
                           windows="pattern", rope_tables=2),
     "phi3": Layout(fields=("sliding_window",), bias="none", fused=True, windows="all"),
@@ -503,6 +508,9 @@ def from_config(config: dict, name: str = "model") -> Architecture:
         qk_norm=layout.qk_norm,
         rope_tables=layout.rope_tables,
         notes=notes + window_notes,
+        softcap=layout.softcap is not None and config.get("attn_logit_softcapping", layout.softcap) is not None,
+        final_softcap=(layout.final_softcap is not None
+                       and config.get("final_logit_softcapping", layout.final_softcap) is not None),
         use_cache=config.get("use_cache") is not False,  # True in every config class; checked in _check_modelled
         sliding_window=window,
     )

@@ -71,7 +71,8 @@ def attention_saved(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> 
     a, k = arch.attn_width, arch.kv_width
     if settings.attn == "eager":
         probs_copy = 2 if (settings.autocast or dt.stream == 2) else 0
-        return 3 * dt.attention * t * a + (4 + probs_copy) * b * arch.heads * s * s
+        softcap = dt.attention * b * arch.heads * s * s if arch.softcap else 0  # tanh saves its output
+        return 3 * dt.attention * t * a + (4 + probs_copy) * b * arch.heads * s * s + softcap
     masked = window_mask(arch, settings) != 0  # SDPA with an explicit mask: no enable_gqa, a float bias
     repeats = 2 * dt.attention * t * a if masked and arch.kv_heads < arch.heads else 0
     bias = dt.attention * b * s * s if masked else 0

@@ -10,6 +10,7 @@ from typing import Callable
 
 from planner.inputs.architecture import Architecture
 from planner.inputs.catalog import catalog_models, resolve_model
+from planner.memory.runtime import as_run
 from planner.inputs.gpus import Gpu, catalog_gpus, resolve_gpu
 from planner.output.launch import launch_hint
 from planner.memory.estimate import Estimate
@@ -94,6 +95,7 @@ def make_plan(request: Request) -> Plan:
     if settings.compute_dtype == "bf16" and not gpu.bf16:
         settings = settings.model_copy(update={"compute_dtype": "fp16"})
         notes.append(f"{gpu.label} has no bf16: compute dtype falls back to fp16 (same bytes)")
+    settings = as_run(arch, settings, notes)
     request = Request(**{**request.__dict__, "settings": settings})
     if arch.expert_banks:
         notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); their activations are an estimate")
