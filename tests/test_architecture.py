@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.inputs.architecture import config_keys, from_config
+from planner.inputs.architecture import config_keys, from_config, priced_config
+from planner.errors import QPlanError
 from planner.inputs.catalog import catalog_models
 from planner.profiles import load_profile_json, profiles_dir
 
@@ -40,6 +41,7 @@ DEFAULT_CONFIGS, architecture_defaults, build_catalog = (
     catalog_build.DEFAULT_CONFIGS, catalog_build.architecture_defaults, catalog_build.build_catalog)
 
 ENTRIES = {entry.slug: entry for entry in catalog_models()}
+REFUSED = {entry.slug: entry for entry in catalog_models(refused=True) if entry.priced is None}
 
 
 def hf_config(config: dict, tmp_path: Path):
@@ -72,15 +74,19 @@ def module_counts(model) -> dict[str, int]:
 
 
 def test_catalogue_is_not_empty():
-    assert len(ENTRIES) >= 26
-    assert {"llama-2-70b", "llama-3.1-405b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-9b"} <= set(ENTRIES)
+    assert len(ENTRIES) >= 38
+    assert {"llama-2-70b", "llama-3.1-405b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-9b", "gemma-3-27b", "phi-4",
+            "qwen3-0.6b", "llama-3.3-70b", "mistral-small-24b", "smollm2-1.7b"} <= set(ENTRIES)
+    assert set(REFUSED) == {"deepseek-v2-lite", "olmoe-1b-7b", "llama-4-scout", "gpt-oss-20b", "olmo-2-7b"}
 
 
 @pytest.mark.parametrize("slug", sorted(ENTRIES))
 def test_catalogue_model_matches_transformers(slug, tmp_path):
+    """Gemma-3 4B/12B/27B files are Gemma3ForConditionalGeneration: their text decoder (gemma3_text,
+    Gemma3ForCausalLM) is what is priced and compared."""
     entry = ENTRIES[slug]
     arch = entry.architecture
-    model = meta_model(entry.config, tmp_path)
+    model = meta_model(priced_config(entry.config), tmp_path)
     expected = module_counts(model)
     assert arch.module_param_counts() == expected
     assert arch.total_params == sum(expected.values()) == sum(p.numel() for p in model.parameters())
@@ -92,16 +98,38 @@ def test_catalogue_defaults_are_what_transformers_uses(slug, tmp_path):
     """Each key the entry says it leaves to transformers: the recorded value is what the config gives."""
     entry = ENTRIES[slug]
     record = load_profile_json(f"models/{slug}.json")
-    cfg = hf_config(entry.config, tmp_path)
+    read = priced_config(entry.config)
+    cfg = hf_config(read, tmp_path)
     for item in record["defaults"]:
         key = item["key"]
-        assert key not in entry.config and key in config_keys(entry.config["model_type"])
+        assert key not in read and key in config_keys(read["model_type"])
         if key == "head_dim":
             got = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         else:
             got = getattr(cfg, key)
         assert got == item["transformers_default"], (slug, key)
         assert item["status"] == "confirmed", f"{slug}: {key} left to an unverified default"
+
+
+# Published parameter totals of the refused models (shared/configs/SOURCES.md, meta-device builds).
+REFUSED_PARAMS = {"deepseek-v2-lite": 15_706_484_224, "olmoe-1b-7b": 6_919_161_856, "gpt-oss-20b": 20_914_757_184,
+                  "llama-4-scout": 107_769_861_120, "olmo-2-7b": 7_298_617_344}
+
+
+@pytest.mark.parametrize("slug", sorted(REFUSED_PARAMS))
+def test_refused_entry_params_are_the_meta_build(slug, tmp_path):
+    """Entries qplan refuses carry transformers' own count (llama-4-scout built with the bool its strict config
+    class wants for attn_temperature_tuning), and planning them is one refusal naming the model type."""
+    entry = REFUSED[slug]
+    config = json.loads(json.dumps(entry.config))
+    if slug == "llama-4-scout":
+        config["text_config"]["attn_temperature_tuning"] = True
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    assert entry.params == sum(p.numel() for p in model.parameters()) == REFUSED_PARAMS[slug]
+    with pytest.raises(QPlanError, match=r"is not modelled|multimodal wrapper") as err:
+        entry.architecture
+    assert "--trace" in str(err.value) and "\n" not in str(err.value)
 
 
 # (model_type, config overrides): keys left out or set where the modeling code ignores or derives them.

@@ -176,7 +176,7 @@ def test_unknown_name_suggests_close_ones():
 
 
 def test_unknown_name_without_close_match_lists_the_catalogue():
-    with pytest.raises(QPlanError, match="one of: gemma-2-27b") as err:
+    with pytest.raises(QPlanError, match="one of: deepseek-v2-lite, gemma-2-27b") as err:
         resolve_model("zzzz")
     assert "qwen3-8b" in str(err.value)
 

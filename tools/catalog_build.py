@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's planner, not an installed one
 
-from planner.inputs.architecture import config_keys, from_config  # noqa: E402
+from planner.errors import QPlanError  # noqa: E402
+from planner.inputs.architecture import config_keys, from_config, priced_config  # noqa: E402
 from planner.profiles import load_profile_json, profiles_dir  # noqa: E402
 
-MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen3_moe")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen3_moe")
 FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "max_position_embeddings", "tie_word_embeddings",
@@ -60,7 +61,10 @@ def load_curation(path: Path = CURATION_FILE) -> tuple[dict[str, str], dict[str,
     shared copy that SOURCES.md says were not seen in a source), ``set`` (key -> value taken from ``source``),
     ``notes`` (key -> why the transformers default is right)."""
     data = json.loads(path.read_text())
-    return data["families"], {slug: _expand(c, data["texts"]) for slug, c in data["curation"].items()}
+    texts = {}
+    for name, text in data["texts"].items():  # a text may cite one defined before it
+        texts[name] = _expand(text, texts)
+    return data["families"], {slug: _expand(c, texts) for slug, c in data["curation"].items() if c}
 
 
 FAMILIES, CURATION = load_curation()
@@ -97,12 +101,19 @@ def architecture_defaults() -> dict:
     }
 
 
+PROVENANCE_HEADER = ["slug", "HF model id", "where the content came from", "notes"]
+
+
 def parse_sources(text: str) -> dict[str, dict]:
     """Rows of the SOURCES.md table ``| slug | HF model id | where the content came from | notes |``."""
     rows = {}
+    header = None
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if len(cells) != 4 or not re.fullmatch(r"[a-z0-9.\-]+", cells[0]) or cells[0] == "slug":
+        if cells[0] == "slug":  # a table starts: only the provenance tables are read, not the parameter counts
+            header = cells
+            continue
+        if header != PROVENANCE_HEADER or len(cells) != 4 or not re.fullmatch(r"[a-z0-9.\-]+", cells[0]):
             continue
         slug, hf_id, source, notes = cells
         completeness = "full" if notes.startswith("**full**") else "partial"
@@ -141,19 +152,24 @@ def build_entry(slug: str, shared: dict, provenance: dict) -> dict:
         if key in dropped and dropped[key] != value:
             raise SystemExit(f"{slug}: shared copy has {key}={dropped[key]!r}, the cited source {value!r}")
         config[key] = value
-    model_type = config["model_type"]
-    arch = from_config(config, name=slug)
-    class_defaults = load_profile_json("architecture_defaults.json")["defaults"][model_type]
-    defaults = [
-        _default_note(key, class_defaults, config, provenance["completeness"], curation.get("notes", {}))
-        for key in config_keys(model_type)
-        if key not in config and (key in class_defaults or key in _DERIVED)
-    ]
-    return {
+    try:
+        arch, refusal = from_config(config, name=slug), None
+    except QPlanError as err:
+        arch, refusal = None, str(err)
+    defaults = []
+    if arch is not None:
+        read = priced_config(config)  # a multimodal wrapper's text_config
+        class_defaults = load_profile_json("architecture_defaults.json")["defaults"][arch.model_type]
+        defaults = [
+            _default_note(key, class_defaults, read, provenance["completeness"], curation.get("notes", {}))
+            for key in config_keys(arch.model_type)
+            if key not in read and (key in class_defaults or key in _DERIVED)
+        ]
+    entry = {
         "slug": slug,
         "hf_id": provenance["hf_id"],
         "family": FAMILIES[slug],
-        "params": arch.total_params,
+        "params": arch.total_params if arch else meta_params(config, curation.get("meta_build", {}).get("set", {})),
         "provenance": {
             "completeness": provenance["completeness"],
             "source": provenance["source"],
@@ -165,6 +181,32 @@ def build_entry(slug: str, shared: dict, provenance: dict) -> dict:
         "defaults": defaults,
         "config": config,
     }
+    if arch is not None and arch.notes:
+        entry["pricing_notes"] = list(arch.notes)
+    if arch is None:
+        entry["refused"] = refusal
+        entry["params_from"] = ("transformers meta-device build (AutoModelForCausalLM.from_config): qplan does not "
+                                "price this model" + (f"; built with {curation['meta_build']['why']}"
+                                                      if curation.get("meta_build") else ""))
+    return entry
+
+
+def meta_params(config: dict, overrides: dict) -> int:
+    """Parameters of ``AutoModelForCausalLM.from_config`` on the meta device (tied weights once), for entries
+    qplan refuses; ``overrides`` (``"text_config.key": value``) patch a file transformers cannot build as is."""
+    import torch
+    import transformers
+
+    config = json.loads(json.dumps(config))
+    for dotted, value in overrides.items():
+        *path, key = dotted.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[key] = value
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    return sum(p.numel() for p in model.parameters())
 
 
 def build_catalog(configs: Path) -> list[Path]:

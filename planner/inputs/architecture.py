@@ -204,7 +204,7 @@ TEXT_DECODERS = {"gemma3": "gemma3_text"}
 # Why a model_type that is not in LAYOUTS cannot be priced (shown in the refusal); others get a generic reason.
 UNMODELLED = {
     "olmo2": "post-norm layers (no input norm) with q/k norms over the whole projection width",
-    "olmoe": "64 routed experts per layer (OlmoeSparseMoeBlock) with q/k norms over the projection width",
+    "olmoe": "routed experts in every layer (OlmoeSparseMoeBlock) and q/k norms over the projection width",
     "deepseek_v2": "multi-head latent attention and routed + shared experts",
     "deepseek_v3": "multi-head latent attention and routed + shared experts",
     "llama4_text": "routed + shared experts, chunked attention and NoPE layers",
@@ -302,6 +302,11 @@ def _text_part(config: dict) -> tuple[dict, tuple[str, ...]]:
     note = (f"{wrapper} is multimodal: priced its text decoder ({inner}, loaded as {wrapper.capitalize()}ForCausalLM); "
             "the vision tower and projector of the full model are not counted")
     return {**dtype, **text, "model_type": inner}, (note,)
+
+
+def priced_config(config: dict) -> dict:
+    """The part of a config.json that :func:`from_config` prices: a wrapper's ``text_config``, else all of it."""
+    return _text_part(config)[0]
 
 
 def _check_modelled(config: dict) -> tuple[str, Layout]:
