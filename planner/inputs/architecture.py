@@ -359,7 +359,7 @@ def _shapes(config: dict, defaults: dict) -> _Shapes:
     kv_heads = _value(config, "num_key_value_heads", defaults)
     kv_heads = heads if kv_heads is None else _positive_int("num_key_value_heads", kv_heads)
     head_dim = _value(config, "head_dim", defaults)
-    head_dim = _positive_int("head_dim", h // heads if head_dim is None or head_dim == 0 else head_dim)
+    head_dim = _positive_int("head_dim", h // heads if head_dim is None else head_dim)
     if heads % kv_heads:
         raise QPlanError(f"num_key_value_heads={kv_heads} must divide num_attention_heads={heads}")
     return _Shapes(h, layers, heads, kv_heads, head_dim, intermediate, vocab)
