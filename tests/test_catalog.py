@@ -251,3 +251,42 @@ def test_resolving_imports_no_torch_and_is_fast():
     heavy, seconds = out.rsplit("]", 1)
     assert heavy + "]" == "[]"
     assert float(seconds) < 0.2
+
+
+# ---- DeepSeek-R1 distills: aliases only where the shapes are identical -------------------------------------
+
+# Shape keys of the distills' config.json, copied from the re-saves cited in aliases.json's notes.
+_DISTILL_COMMON = {"tie_word_embeddings": False, "max_position_embeddings": 131072}
+DISTILLS = {
+    "deepseek-r1-distill-llama-8b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+                                     "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                     "head_dim": 128, "vocab_size": 128256, **_DISTILL_COMMON},
+    "deepseek-r1-distill-llama-70b": {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+                                      "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+                                      "head_dim": 128, "vocab_size": 128256, **_DISTILL_COMMON},
+    "deepseek-r1-distill-qwen-7b": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+                                    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                                    "vocab_size": 152064, "use_sliding_window": False, **_DISTILL_COMMON},
+    "deepseek-r1-distill-qwen-14b": {"model_type": "qwen2", "hidden_size": 5120, "intermediate_size": 13824,
+                                     "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+                                     "vocab_size": 152064, "use_sliding_window": False, **_DISTILL_COMMON},
+    "deepseek-r1-distill-qwen-32b": {"model_type": "qwen2", "hidden_size": 5120, "intermediate_size": 27648,
+                                     "num_hidden_layers": 64, "num_attention_heads": 40, "num_key_value_heads": 8,
+                                     "vocab_size": 152064, "use_sliding_window": False, **_DISTILL_COMMON},
+}
+
+
+@pytest.mark.parametrize("alias", sorted(DISTILLS))
+def test_distill_aliases_point_at_identical_architectures(alias):
+    from planner.inputs.architecture import from_config
+
+    target = find_entry(alias).architecture
+    distill = from_config(DISTILLS[alias], name=target.name)
+    assert distill.module_param_counts() == target.module_param_counts()
+    assert (distill.max_positions, distill.tied_embeddings, distill.vocab) == (
+        target.max_positions, target.tied_embeddings, target.vocab)
+    assert find_entry("deepseek-ai/" + alias).slug == find_entry(alias).slug
+
+
+def test_the_qwen_1_5b_distill_is_not_aliased():
+    assert find_entry("deepseek-r1-distill-qwen-1.5b") is None
