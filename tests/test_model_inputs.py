@@ -227,3 +227,54 @@ def test_gemma3_windows_are_an_upper_bound_stated_in_a_note():
     assert wrapped.model_type == "gemma3_text" and any("vision tower" in n for n in wrapped.notes)
     all_full = from_config({**find_entry("gemma-3-1b").config, "layer_types": ["full_attention"] * 26})
     assert all_full.sliding_window is None and not all_full.notes
+
+
+def test_peft_default_targets_are_peft_s_for_every_modelled_type():
+    """A config file without target_modules gets peft's default: one table per modelled type, as peft has it."""
+    pytest.importorskip("peft")
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    from planner.inputs.config_file import PEFT_DEFAULT_TARGETS
+
+    assert PEFT_DEFAULT_TARGETS == {t: tuple(PEFT_TARGETS[t]) for t in LAYOUTS if t in PEFT_TARGETS}
+
+
+def test_gemma2_softcapping_saves_what_the_formula_adds():
+    """On the CPU, a tiny bf16 Gemma-2 in eager attention: the tensors its forward saves for backward grow by
+    exactly the tanh outputs qplan adds (layers * b * heads * s^2 and T * V, 2 bytes each)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    shape = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16)
+    b, s = 2, 32
+
+    def saved_bytes(**caps) -> int:
+        config = transformers.Gemma2Config(**shape, attn_implementation="eager", **caps)
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).train()
+        storages: dict[int, int] = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=torch.randint(0, 512, (b, s)), use_cache=False)
+        return sum(storages.values())
+
+    both = saved_bytes()
+    final_only = saved_bytes(attn_logit_softcapping=None)
+    neither = saved_bytes(attn_logit_softcapping=None, final_logit_softcapping=None)
+    gemma = from_config({"model_type": "gemma2", **shape})
+    settings = TrainSettings(attn="eager", seq_len=s, batch=b, autocast=False, prepare_kbit=False)  # bf16 stream
+    assert gemma.softcap and gemma.final_softcap
+    assert both - final_only == gemma.layers * 2 * b * gemma.heads * s * s
+    assert final_only - neither == 2 * b * s * gemma.vocab
+    plain = dataclasses.replace(gemma, softcap=False)
+    dt = activations.Dtypes.of(settings, gemma)
+    assert dt.attention == 2
+    assert (activations.attention_saved(gemma, settings, dt) - activations.attention_saved(plain, settings, dt)
+            == 2 * b * gemma.heads * s * s)
+    assert (logits.logits_memory(gemma, settings).saved
+            - logits.logits_memory(dataclasses.replace(gemma, final_softcap=False), settings).saved
+            == final_only - neither)

@@ -276,7 +276,7 @@ def load_config_file(path: str | Path) -> RunConfig:
 
 # peft 0.21.2 utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, for the model types
 # planner.inputs.architecture lays out; peft raises for a type it has no entry for.
-PEFT_DEFAULT_TARGETS = {t: ("q_proj", "v_proj") for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2")}
+PEFT_DEFAULT_TARGETS = {t: ("q_proj", "v_proj") for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3_text")}
 
 
 @dataclass
