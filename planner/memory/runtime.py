@@ -6,7 +6,8 @@
   runs; a pre-flight check of a config that sets it refuses instead.
 - transformers 5.24 ``models/gemma2/modeling_gemma2.py``: ``_supports_sdpa = False`` ("sdpa does not support
   softcapping"), so a Gemma-2 loaded without ``attn_implementation`` runs eager attention, and one asked for
-  ``sdpa`` is refused by ``from_pretrained``: sdpa plans are made for eager.
+  ``sdpa`` is refused by ``from_pretrained``: sdpa plans are made for eager. (transformers 4.4x had
+  ``_supports_sdpa = True`` for Gemma-2, e.g. huggingface/transformers at 006e8693; pyproject requires >= 5.0.)
 - Expert names of another MoE family that peft drops silently (Mixtral ``gate_proj``) and the approximations
   the architecture states (:attr:`Architecture.notes`) become notes.
 """
@@ -42,6 +43,6 @@ def as_run(arch: Architecture, settings: TrainSettings, notes: list[str], strict
                      "ignores it without a word (not counted)")
     if settings.attn == "sdpa" and arch.model_type in NO_SDPA:
         notes.append(f"attention planned as eager: {NO_SDPA[arch.model_type]}, so it runs eager when no "
-                     "attn_implementation is given and refuses attn_implementation='sdpa'")
+                     "attn_implementation is given and refuses attn_implementation='sdpa' (transformers 4.x ran sdpa)")
         settings = settings.model_copy(update={"attn": "eager"})
     return settings
