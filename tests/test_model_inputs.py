@@ -278,3 +278,18 @@ def test_gemma2_softcapping_saves_what_the_formula_adds():
     assert (logits.logits_memory(gemma, settings).saved
             - logits.logits_memory(dataclasses.replace(gemma, final_softcap=False), settings).saved
             == final_only - neither)
+
+
+def test_preflight_check_of_a_moe_config_with_dropout_is_one_refusal():
+    """qplan check of a written Mixtral config with all-linear and lora_dropout 0.05: peft would raise in
+    get_peft_model, so the check says so instead of pricing a run that cannot start."""
+    from planner.inputs.config_file import parse_config
+    from planner.preflight import check, run_from_config
+
+    config = {"model": "mixtral-8x7b", "gpu": "80GB", "lora": {"r": 8, "target_modules": "all-linear",
+                                                              "lora_dropout": 0.05},
+              "training": {"max_seq_length": 1024}}
+    with pytest.raises(QPlanError, match="lora_dropout=0.05 with all-linear on mixtral"):
+        check(run_from_config(parse_config(config)))
+    fine = {**config, "lora": {**config["lora"], "lora_dropout": 0.0}}
+    assert check(run_from_config(parse_config(fine))).plan.settings.lora_dropout == 0
