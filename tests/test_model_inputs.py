@@ -293,3 +293,18 @@ def test_preflight_check_of_a_moe_config_with_dropout_is_one_refusal():
         check(run_from_config(parse_config(config)))
     fine = {**config, "lora": {**config["lora"], "lora_dropout": 0.0}}
     assert check(run_from_config(parse_config(fine))).plan.settings.lora_dropout == 0
+
+
+def test_qwen_sliding_window_follows_transformers():
+    """Qwen2Config: use_sliding_window with the class default window 4096 slides layers from max_window_layers on
+    (0: all of them, priced exactly as every layer windowed); a partial split is refused."""
+    qwen = {**SMALL, "model_type": "qwen2", "use_sliding_window": True}
+    assert from_config({**qwen, "max_window_layers": 0}).sliding_window == 4096
+    one_line_refusal({**qwen, "max_window_layers": 1}, "sliding window on 1 of 2 layers")
+    one_line_refusal({**qwen, "max_window_layers": -1}, "'max_window_layers' must be a whole number")
+    one_line_refusal({**qwen, "use_sliding_window": "yes"}, "'use_sliding_window' must be true or false")
+
+
+def test_a_wrapper_s_prequantized_checkpoint_is_refused():
+    wrapped = {**find_entry("gemma-3-4b").config, "quantization_config": {"quant_method": "gptq"}}
+    one_line_refusal(wrapped, "'gptq' quantization_config")

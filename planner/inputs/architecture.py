@@ -298,7 +298,8 @@ def _text_part(config: dict) -> tuple[dict, tuple[str, ...]]:
     inner = TEXT_DECODERS[wrapper]
     if text.get("model_type", inner) != inner:
         raise QPlanError(f"{wrapper} text_config has model_type {text['model_type']!r}, expected {inner!r}")
-    dtype = {k: config[k] for k in ("dtype", "torch_dtype") if k in config and k not in text}
+    # the wrapper's dtype, and its quantization_config, which _check_modelled must see
+    dtype = {k: config[k] for k in ("dtype", "torch_dtype", "quantization_config") if k in config and k not in text}
     note = (f"{wrapper} is multimodal: priced its text decoder ({inner}, loaded as {wrapper.capitalize()}ForCausalLM); "
             "the vision tower and projector of the full model are not counted")
     return {**dtype, **text, "model_type": inner}, (note,)
@@ -428,10 +429,12 @@ def _layer_types(config: dict, layout: Layout, layers: int, window) -> list[str]
             pattern = _positive_int("sliding_window_pattern", config.get("sliding_window_pattern", 6))
             return ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)]
         if layout.windows == "qwen":
-            use = config.get("use_sliding_window", False)
-            start = _positive_int("max_window_layers", config.get("max_window_layers", 28))
-            windowed = use and window is not None
-            return ["sliding_attention" if windowed and i >= start else "full_attention" for i in range(layers)]
+            if not (config.get("use_sliding_window") and window is not None):
+                return ["full_attention"] * layers
+            start = config.get("max_window_layers", 28)
+            if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+                raise QPlanError(f"config.json field 'max_window_layers' must be a whole number, got {_shown(start)}")
+            return ["sliding_attention" if i >= start else "full_attention" for i in range(layers)]
         return ["full_attention"] * layers
     if (not isinstance(types, list) or len(types) != layers
             or any(t not in ("full_attention", "sliding_attention") for t in types)):
@@ -445,7 +448,7 @@ def _window(config: dict, layout: Layout, layers: int, defaults: dict) -> tuple[
     bound. Models whose layers mix windowed and full attention are priced only where the formula bounds them."""
     if layout.windows == "none":
         return None, ()
-    window = _value(config, "sliding_window", defaults) if layout.windows in ("all", "pattern") else config.get("sliding_window")
+    window = _value(config, "sliding_window", defaults)
     window = None if window is None else _positive_int("sliding_window", window)
     if layout.windows == "all":
         return window, ()
