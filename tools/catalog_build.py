@@ -14,8 +14,11 @@ the keys SOURCES.md marks as not seen in a source removed (listed under ``droppe
 ``tools/catalog_curation.json`` sets from a cited public source added (``sourced_keys``). Every key the planner reads that
 the final config lacks is listed under ``defaults`` with the transformers class default it gets and why that
 is right, or a flag that it is unverified. ``params`` is :attr:`Architecture.total_params`;
-``tests/test_architecture.py`` checks it against transformers. ``profiles/models/aliases.json`` is
-hand-written and not touched here.
+``tests/test_architecture.py`` checks it against transformers. ``pricing_notes`` are the approximations the
+architecture states (Gemma-3's window bound, a wrapper priced as its text decoder). An entry ``from_config``
+refuses gets ``refused`` (its one-line reason) and ``params`` from transformers' meta-device build instead
+(``params_from``; ``meta_build.set`` in the curation patches a file transformers cannot build as is).
+``profiles/models/aliases.json`` is hand-written and not touched here.
 """
 
 from __future__ import annotations
