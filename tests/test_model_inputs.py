@@ -308,3 +308,20 @@ def test_qwen_sliding_window_follows_transformers():
 def test_a_wrapper_s_prequantized_checkpoint_is_refused():
     wrapped = {**find_entry("gemma-3-4b").config, "quantization_config": {"quant_method": "gptq"}}
     one_line_refusal(wrapped, "'gptq' quantization_config")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("run.json", "[" * 100_000 + "]" * 100_000, "nests too deeply"),
+    ("run.yaml", "[" * 100_000 + "]" * 100_000, "nests too deeply|is not valid YAML"),
+    ("run.json", b'{"model": "7b\xff"}', "is not UTF-8 text"),
+    ("run.yaml", b"model: 7b\xff\n", "is not UTF-8 text"),
+    ("run.json", '{"model": "7b", "gpus": 1' + "0" * 5000 + "}", "is not a usable config"),
+])
+def test_hostile_training_configs_are_one_line(tmp_path, name, content, message):
+    from planner.inputs.config_file import load_config_file
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(QPlanError, match=message) as err:
+        load_config_file(path)
+    assert "\n" not in str(err.value)

@@ -250,26 +250,36 @@ def load_config_file(path: str | Path) -> RunConfig:
     """Read a ``.yaml``/``.yml`` (pyyaml, imported here) or ``.json`` training config. Read only."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise QPlanError(f"{path} is not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise QPlanError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        data = _parse_text(path, text)
+    except RecursionError:
+        raise QPlanError(f"{path} nests too deeply to be a training config") from None
+    return parse_config(data, source=str(path))
+
+
+def _parse_text(path: Path, text: str):
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise QPlanError("reading YAML configs needs pyyaml (pip install pyyaml), or write the config as .json") from None
         try:
-            data = yaml.safe_load(text)
+            return yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise QPlanError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     elif path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as err:
             raise QPlanError(f"{path} is not valid JSON: {err}") from None
-    else:
-        raise QPlanError(f"{path}: a config must be .yaml, .yml or .json")
-    return parse_config(data, source=str(path))
+        except ValueError as err:  # an integer of more digits than Python converts
+            raise QPlanError(f"{path} is not a usable config: {str(err).splitlines()[0]}") from None
+    raise QPlanError(f"{path}: a config must be .yaml, .yml or .json")
 
 
 # ---- mapping to TrainSettings ---------------------------------------------------------------------------
