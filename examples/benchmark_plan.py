@@ -4,7 +4,7 @@
 
 1. Wall time of the command a user types, ``qplan --model 70b --gpu 24GB`` (a fresh interpreter each time,
    imports included), median of several runs, and ``python -X importtime``'s count of what it imported.
-2. In one process: ``make_plan`` with more and more knobs left open to the recommender, the number of
+2. In one process: ``price`` with more and more knobs left open to the recommender, the number of
    analytic estimates it evaluated and the time per plan (the estimator is wrapped to count calls).
 """
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from planner.errors import QPlanError
 from planner.inputs.architecture import Architecture, from_config
+from planner.memory.runtime import as_run
 from planner.inputs.catalog import resolve_model
 from planner.inputs.config_file import SECTIONS, RunConfig, parse_config, to_settings
 from planner.inputs.gpus import Gpu, resolve_gpu

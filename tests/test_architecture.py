@@ -11,21 +11,37 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from planner.inputs.architecture import config_keys, from_config
+from planner.inputs.architecture import config_keys, from_config, priced_config
+from planner.errors import QPlanError
 from planner.inputs.catalog import catalog_models
-from planner.catalog_build import DEFAULT_CONFIGS, architecture_defaults, build_catalog
 from planner.profiles import load_profile_json, profiles_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+
+def load_tool(name: str):
+    """A developer script under tools/ (not part of the package), imported from its file."""
+    path = Path(__file__).parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+catalog_build = load_tool("catalog_build")
+DEFAULT_CONFIGS, architecture_defaults, build_catalog = (
+    catalog_build.DEFAULT_CONFIGS, catalog_build.architecture_defaults, catalog_build.build_catalog)
+
 ENTRIES = {entry.slug: entry for entry in catalog_models()}
+REFUSED = {entry.slug: entry for entry in catalog_models(refused=True) if entry.priced is None}
 
 
 def hf_config(config: dict, tmp_path: Path):
@@ -58,15 +74,19 @@ def module_counts(model) -> dict[str, int]:
 
 
 def test_catalogue_is_not_empty():
-    assert len(ENTRIES) >= 26
-    assert {"llama-2-70b", "llama-3.1-405b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-9b"} <= set(ENTRIES)
+    assert len(ENTRIES) >= 38
+    assert {"llama-2-70b", "llama-3.1-405b", "mixtral-8x7b", "qwen3-30b-a3b", "gemma-2-9b", "gemma-3-27b", "phi-4",
+            "qwen3-0.6b", "llama-3.3-70b", "mistral-small-24b", "smollm2-1.7b"} <= set(ENTRIES)
+    assert set(REFUSED) == {"deepseek-v2-lite", "olmoe-1b-7b", "llama-4-scout", "gpt-oss-20b", "olmo-2-7b"}
 
 
 @pytest.mark.parametrize("slug", sorted(ENTRIES))
 def test_catalogue_model_matches_transformers(slug, tmp_path):
+    """Gemma-3 4B/12B/27B files are Gemma3ForConditionalGeneration: their text decoder (gemma3_text,
+    Gemma3ForCausalLM) is what is priced and compared."""
     entry = ENTRIES[slug]
     arch = entry.architecture
-    model = meta_model(entry.config, tmp_path)
+    model = meta_model(priced_config(entry.config), tmp_path)
     expected = module_counts(model)
     assert arch.module_param_counts() == expected
     assert arch.total_params == sum(expected.values()) == sum(p.numel() for p in model.parameters())
@@ -78,16 +98,38 @@ def test_catalogue_defaults_are_what_transformers_uses(slug, tmp_path):
     """Each key the entry says it leaves to transformers: the recorded value is what the config gives."""
     entry = ENTRIES[slug]
     record = load_profile_json(f"models/{slug}.json")
-    cfg = hf_config(entry.config, tmp_path)
+    read = priced_config(entry.config)
+    cfg = hf_config(read, tmp_path)
     for item in record["defaults"]:
         key = item["key"]
-        assert key not in entry.config and key in config_keys(entry.config["model_type"])
+        assert key not in read and key in config_keys(read["model_type"])
         if key == "head_dim":
             got = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         else:
             got = getattr(cfg, key)
         assert got == item["transformers_default"], (slug, key)
         assert item["status"] == "confirmed", f"{slug}: {key} left to an unverified default"
+
+
+# Published parameter totals of the refused models (shared/configs/SOURCES.md, meta-device builds).
+REFUSED_PARAMS = {"deepseek-v2-lite": 15_706_484_224, "olmoe-1b-7b": 6_919_161_856, "gpt-oss-20b": 20_914_757_184,
+                  "llama-4-scout": 107_769_861_120, "olmo-2-7b": 7_298_617_344}
+
+
+@pytest.mark.parametrize("slug", sorted(REFUSED_PARAMS))
+def test_refused_entry_params_are_the_meta_build(slug, tmp_path):
+    """Entries qplan refuses carry transformers' own count (llama-4-scout built with the bool its strict config
+    class wants for attn_temperature_tuning), and planning them is one refusal naming the model type."""
+    entry = REFUSED[slug]
+    config = json.loads(json.dumps(entry.config))
+    if slug == "llama-4-scout":
+        config["text_config"]["attn_temperature_tuning"] = True
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    assert entry.params == sum(p.numel() for p in model.parameters()) == REFUSED_PARAMS[slug]
+    with pytest.raises(QPlanError, match=r"is not modelled|multimodal wrapper") as err:
+        entry.architecture
+    assert "--trace" in str(err.value) and "\n" not in str(err.value)
 
 
 # (model_type, config overrides): keys left out or set where the modeling code ignores or derives them.
@@ -102,7 +144,7 @@ EDGE_CONFIGS = {
     "llama-null-kv-heads": ("llama", {"num_key_value_heads": None, "tie_word_embeddings": True}),
     "phi3-no-kv-heads": ("phi3", {}),
     "mixtral-num-experts-alias": ("mixtral", {"num_experts": 3, "num_experts_per_tok": 1}),
-    "qwen3-moe-defaults": ("qwen3_moe", {"num_experts": 4}),  # moe_intermediate_size 768 from the class
+    "qwen3-moe-defaults": ("qwen3_moe", {"num_experts": 8}),  # moe_intermediate_size 768, top-8 from the class
 }
 SMALL = {"vocab_size": 33000, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,  # vocab > Phi-3 pad id
          "num_attention_heads": 8}
@@ -132,9 +174,7 @@ def test_use_cache_defaults_to_true_in_every_config_class():
     """from_config reads ``use_cache`` with True when the file leaves it out: the default of every class."""
     from transformers import CONFIG_MAPPING
 
-    from planner.catalog_build import MODEL_TYPES
-
-    assert all(CONFIG_MAPPING[model_type]().use_cache is True for model_type in MODEL_TYPES)
+    assert all(CONFIG_MAPPING[model_type]().use_cache is True for model_type in catalog_build.MODEL_TYPES)
     llama = {**SMALL, "model_type": "llama"}
     assert from_config(llama).use_cache and not from_config({**llama, "use_cache": False}).use_cache
 
@@ -145,7 +185,7 @@ def test_catalogue_files_are_what_the_build_writes(tmp_path, monkeypatch):
     scratch = tmp_path / "profiles"
     (scratch / "models").mkdir(parents=True)
     (scratch / "architecture_defaults.json").write_text((profiles_dir() / "architecture_defaults.json").read_text())
-    monkeypatch.setattr("planner.catalog_build.profiles_dir", lambda: scratch)
+    monkeypatch.setattr(catalog_build, "profiles_dir", lambda: scratch)
     for path in build_catalog(DEFAULT_CONFIGS):
         assert path.read_text() == (profiles_dir() / "models" / path.name).read_text(), path.name
 
@@ -203,19 +243,23 @@ def test_bnb_4bit_leaves_moe_experts_unquantized(moe_4bit):
 def test_peft_all_linear_trains_moe_experts_and_router(moe_4bit):
     """peft 0.21.2: ``prepare_model_for_kbit_training`` casts the unquantized experts to float32, and
     ``target_modules="all-linear"`` wraps the attention linears *and* the expert banks and router
-    (``target_parameters``), with the trainable count of ``Architecture.moe_lora_numel``."""
+    (``target_parameters``), with the trainable count of ``memory.trainable`` (``moe_lora_tensors``)."""
     peft = pytest.importorskip("peft")
+    from planner.inputs.settings import TrainSettings
+    from planner.memory.trainable import moe_lora_tensors, trainable_params
+
     arch, _, load = moe_4bit
     model = peft.prepare_model_for_kbit_training(load(), use_gradient_checkpointing=False)
     experts = [p for name, p in model.named_parameters() if ".experts." in name]
     assert experts and all(p.dtype == torch.float32 for p in experts)
 
     r = 4
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules="all-linear"))
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules="all-linear", lora_dropout=0.0))
     config = lora.peft_config["default"]
     assert set(config.target_modules) == {lin.name for lin in arch.linears}
     assert set(config.target_parameters) == {bank.name for bank in arch.expert_banks} | {"gate.weight"}
     trainable, _ = lora.get_nb_trainable_parameters()
     linears = arch.layers * sum(r * (lin.in_features + lin.out_features) for lin in arch.linears)
-    assert arch.moe_lora_numel(r) > 0
-    assert trainable == linears + arch.moe_lora_numel(r)
+    experts_and_router = sum(rows * cols * n for rows, cols, n in moe_lora_tensors(arch, ("all-linear",), r))
+    assert experts_and_router > 0
+    assert trainable == linears + experts_and_router == trainable_params(arch, TrainSettings(rank=r, lora_dropout=0.0))

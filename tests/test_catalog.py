@@ -136,7 +136,7 @@ def test_folder_without_config(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ('{"hidden_size": 4096,', "is not valid JSON"),
-    ("\xff\xfe", "is not valid JSON"),
+    ("\xff\xfe", "is not UTF-8 text"),
     ("[1, 2, 3]", "must hold a JSON object"),
     ('"llama"', "must hold a JSON object"),
     ({**SMALL, "hidden_size": 0}, "'hidden_size' must be a positive integer, got 0"),
@@ -147,7 +147,7 @@ def test_folder_without_config(tmp_path):
     ({**SMALL, "num_key_value_heads": 3}, "must divide num_attention_heads"),
     ({k: v for k, v in SMALL.items() if k != "hidden_size"}, "has no 'hidden_size'"),
     ({k: v for k, v in SMALL.items() if k != "vocab_size"}, "has no 'vocab_size'"),
-    ({}, "has no 'hidden_size'"),
+    ({}, "has no 'model_type'"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, content, message):
     path = tmp_path / "config.json"
@@ -176,7 +176,7 @@ def test_unknown_name_suggests_close_ones():
 
 
 def test_unknown_name_without_close_match_lists_the_catalogue():
-    with pytest.raises(QPlanError, match="one of: gemma-2-27b") as err:
+    with pytest.raises(QPlanError, match="one of: deepseek-v2-lite, gemma-2-27b") as err:
         resolve_model("zzzz")
     assert "qwen3-8b" in str(err.value)
 
@@ -268,3 +268,42 @@ def test_an_unreachable_hub_is_one_line_within_seconds(monkeypatch, tmp_path):
     with pytest.raises(QPlanError, match="the Hugging Face Hub could not be reached and config.json of org/model"):
         resolve_model("org/model")
     assert time.perf_counter() - start < 5
+
+
+# ---- DeepSeek-R1 distills: aliases only where the shapes are identical -------------------------------------
+
+# Shape keys of the distills' config.json, copied from the re-saves cited in aliases.json's notes.
+_DISTILL_COMMON = {"tie_word_embeddings": False, "max_position_embeddings": 131072}
+DISTILLS = {
+    "deepseek-r1-distill-llama-8b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+                                     "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                     "head_dim": 128, "vocab_size": 128256, **_DISTILL_COMMON},
+    "deepseek-r1-distill-llama-70b": {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+                                      "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+                                      "head_dim": 128, "vocab_size": 128256, **_DISTILL_COMMON},
+    "deepseek-r1-distill-qwen-7b": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+                                    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                                    "vocab_size": 152064, "use_sliding_window": False, **_DISTILL_COMMON},
+    "deepseek-r1-distill-qwen-14b": {"model_type": "qwen2", "hidden_size": 5120, "intermediate_size": 13824,
+                                     "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+                                     "vocab_size": 152064, "use_sliding_window": False, **_DISTILL_COMMON},
+    "deepseek-r1-distill-qwen-32b": {"model_type": "qwen2", "hidden_size": 5120, "intermediate_size": 27648,
+                                     "num_hidden_layers": 64, "num_attention_heads": 40, "num_key_value_heads": 8,
+                                     "vocab_size": 152064, "use_sliding_window": False, **_DISTILL_COMMON},
+}
+
+
+@pytest.mark.parametrize("alias", sorted(DISTILLS))
+def test_distill_aliases_point_at_identical_architectures(alias):
+    from planner.inputs.architecture import from_config
+
+    target = find_entry(alias).architecture
+    distill = from_config(DISTILLS[alias], name=target.name)
+    assert distill.module_param_counts() == target.module_param_counts()
+    assert (distill.max_positions, distill.tied_embeddings, distill.vocab) == (
+        target.max_positions, target.tied_embeddings, target.vocab)
+    assert find_entry("deepseek-ai/" + alias).slug == find_entry(alias).slug
+
+
+def test_the_qwen_1_5b_distill_is_not_aliased():
+    assert find_entry("deepseek-r1-distill-qwen-1.5b") is None

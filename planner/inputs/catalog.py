@@ -32,14 +32,25 @@ _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VA
 @dataclass(frozen=True)
 class CatalogEntry:
     """One catalogue model: ``params`` = ``architecture.total_params`` (checked against transformers in
-    ``tests/test_architecture.py``); ``config`` is the config.json content the planner reads."""
+    ``tests/test_architecture.py``); ``config`` is the config.json content the planner reads.
+
+    An entry qplan cannot price (its model_type or a field is not modelled: :func:`from_config` refuses it)
+    still resolves by name, with ``params`` from transformers' meta-device build; ``refusal`` holds the one-line
+    reason that :attr:`architecture` raises, so planning it refuses."""
 
     slug: str
     family: str
     params: int
     hf_id: str
-    architecture: Architecture
     config: dict
+    priced: Architecture | None
+    refusal: str | None = None
+
+    @property
+    def architecture(self) -> Architecture:
+        if self.priced is None:
+            raise QPlanError(f"{self.slug}: {self.refusal}")
+        return self.priced
 
 
 @cache
@@ -50,9 +61,13 @@ def _entries() -> dict[str, CatalogEntry]:
             continue
         data = load_profile_json(f"models/{path.name}")
         slug = data["slug"]
+        try:
+            arch, refusal = from_config(data["config"], name=slug), None
+        except QPlanError as err:
+            arch, refusal = None, str(err)
         entries[slug] = CatalogEntry(
-            slug=slug, family=data["family"], params=data["params"], hf_id=data["hf_id"],
-            architecture=from_config(data["config"], name=slug), config=data["config"],
+            slug=slug, family=data["family"], params=data["params"], hf_id=data["hf_id"], config=data["config"],
+            priced=arch, refusal=refusal,
         )
     return entries
 
@@ -71,9 +86,10 @@ def _names() -> dict[str, str]:
     return names
 
 
-def catalog_models() -> list[CatalogEntry]:
-    """Every catalogue model, by family then size."""
-    return sorted(_entries().values(), key=lambda e: (e.family, e.params))
+def catalog_models(refused: bool = False) -> list[CatalogEntry]:
+    """Every catalogue model qplan prices (with ``refused``: also those it refuses), by family then size."""
+    return sorted((e for e in _entries().values() if refused or e.priced),
+                  key=lambda e: (e.family, e.params))
 
 
 def find_entry(spec: str) -> CatalogEntry | None:
@@ -124,8 +140,14 @@ def _from_path(path: Path, name: str) -> Architecture:
         raise QPlanError(f"folder {path} has no config.json")
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise QPlanError(f"{file} is not UTF-8 text (byte {err.start}): a config.json is JSON in UTF-8") from None
+    except json.JSONDecodeError as err:
         raise QPlanError(f"{file} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise QPlanError(f"{file} nests JSON too deeply to be a config.json") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise QPlanError(f"{file} is not a usable config.json: {str(err).splitlines()[0]}") from None
     except OSError as err:
         raise QPlanError(f"cannot read {file}: {err.strerror or err}") from None
     try:

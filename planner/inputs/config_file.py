@@ -258,7 +258,10 @@ def load_config_file(path: str | Path) -> RunConfig:
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise QPlanError(f"{path}: a config must be .yaml, .yml or .json")
     text = read_text(path, "config")
-    data = _load_yaml(text, path) if path.suffix.lower() in (".yaml", ".yml") else _load_json(text, path)
+    try:
+        data = _load_yaml(text, path) if path.suffix.lower() in (".yaml", ".yml") else _load_json(text, path)
+    except RecursionError:
+        raise QPlanError(f"{path} nests too deeply to be a training config") from None
     return parse_config(data, source=str(path))
 
 
@@ -274,6 +277,8 @@ def _load_json(text: str, path: Path) -> Any:
         return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as err:
         raise QPlanError(f"{path} is not valid JSON: {err}") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise QPlanError(f"{path} is not a usable config: {str(err).splitlines()[0]}") from None
 
 
 def _load_yaml(text: str, path: Path) -> Any:
@@ -301,7 +306,7 @@ def _load_yaml(text: str, path: Path) -> Any:
 
 # peft 0.21.2 utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, for the model types
 # planner.inputs.architecture lays out; peft raises for a type it has no entry for.
-PEFT_DEFAULT_TARGETS = {t: ("q_proj", "v_proj") for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2")}
+PEFT_DEFAULT_TARGETS = {t: ("q_proj", "v_proj") for t in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3_text")}
 
 
 @dataclass

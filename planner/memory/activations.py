@@ -71,7 +71,8 @@ def attention_saved(arch: Architecture, settings: TrainSettings, dt: Dtypes) -> 
     a, k = arch.attn_width, arch.kv_width
     if settings.attn == "eager":
         probs_copy = 2 if (settings.autocast or dt.stream == 2) else 0
-        return 3 * dt.attention * t * a + (4 + probs_copy) * b * arch.heads * s * s
+        softcap = dt.attention * b * arch.heads * s * s if arch.softcap else 0  # tanh saves its output
+        return 3 * dt.attention * t * a + (4 + probs_copy) * b * arch.heads * s * s + softcap
     masked = window_mask(arch, settings) != 0  # SDPA with an explicit mask: no enable_gqa, a float bias
     repeats = 2 * dt.attention * t * a if masked and arch.kv_heads < arch.heads else 0
     bias = dt.attention * b * s * s if masked else 0
@@ -125,9 +126,8 @@ def layer_saved(arch: Architecture, settings: TrainSettings) -> int:
     """``S_layer``: bytes one decoder layer saves for backward (formula in the module docstring)."""
     dt = Dtypes.of(settings, arch)
     t, h = settings.tokens, arch.hidden
-    n_norms = 4 if arch.model_type == "gemma2" else 2
-    norms = n_norms * (4 * t * h + 4 * t)
-    if arch.model_type in ("qwen3", "qwen3_moe"):
+    norms = arch.layer_norms * (4 * t * h + 4 * t)
+    if arch.qk_norm:
         norms += 4 * t * (arch.attn_width + arch.kv_width) + 4 * t * (arch.heads + arch.kv_heads)
     if arch.expert_banks:  # routed tokens: top_k copies of gate/up/act outputs and gathered inputs [est]
         mlp = settings.tokens * arch.experts_per_token * (3 * arch.intermediate + 2 * h) * dt.stream
@@ -144,7 +144,8 @@ def checkpoint_saved(arch: Architecture, settings: TrainSettings) -> int:
 def shared_inputs(arch: Architecture, settings: TrainSettings) -> int:
     """Made once per forward and read by every layer: cos/sin ``2*T*head_dim*p_s`` and the sliding-window
     mask (:func:`window_mask`)."""
-    return 2 * settings.tokens * arch.head_dim * Dtypes.of(settings, arch).stream + window_mask(arch, settings)
+    rope = arch.rope_tables * 2 * settings.tokens * arch.head_dim * Dtypes.of(settings, arch).stream
+    return rope + window_mask(arch, settings)
 
 
 def final_norm_saved(arch: Architecture, settings: TrainSettings) -> int:

@@ -5,6 +5,8 @@ else the lm_head weight dtype: fp32 after ``prepare_model_for_kbit_training``); 
 ForCausalLMLoss`` upcasts them with ``.float()`` (a new ``4*T*V`` tensor unless already fp32), pads labels
 (int64, ``8*T``) and calls ``cross_entropy`` = ``log_softmax`` (``4*T*V``, saved) + ``nll_loss``.
 Backward: nll gives a dense ``4*T*V`` gradient, log_softmax another ``4*T*V`` while the saved output lives.
+Gemma-2 (``final_logit_softcapping``) caps the logits as ``tanh(logits / c) * c`` before the loss: ``tanh`` saves
+its output (one more ``T*V`` tensor in the logits dtype, kept to backward), and the capped logits replace the raw ones.
 Under autocast an lm_head whose dtype is not the autocast dtype (fp32 after ``prepare_model_for_kbit_training``,
 or an fp16 checkpoint such as Llama-2 trained with bf16 compute) is cast for the matmul; autocast caches casts of
 trainable leaves only, so this copy (``2*V*h``) is made per step and saved by ``mm`` for the input gradient.
@@ -34,7 +36,8 @@ def logits_memory(arch: Architecture, settings: TrainSettings) -> LogitsMemory:
     logit_bytes = 2 if settings.autocast else head_bytes
     upcast = 4 * tv if logit_bytes != 4 else 0
     labels = 8 * settings.tokens
-    saved = 4 * tv + labels
+    capped = logit_bytes * tv if arch.final_softcap else 0  # tanh's saved output
+    saved = 4 * tv + labels + capped
     head_dtype = "float32" if head_bytes == 4 else arch.dtype
     lm_head_cast = 2 * arch.vocab * arch.hidden if settings.autocast and head_dtype != settings.compute_dtype_name else 0
     return LogitsMemory(

@@ -22,7 +22,6 @@ class ModelInfo(BaseModel):
     vocab: int
     max_positions: int
     tied_embeddings: bool
-    generic_formula: bool = Field(description="true when model_type is unknown and the generic decoder formula was used")
 
 
 class GpuInfo(BaseModel):
@@ -96,7 +95,7 @@ def model_info(arch: Architecture) -> ModelInfo:
     return ModelInfo(
         name=arch.name, model_type=arch.model_type, params=arch.total_params, layers=arch.layers,
         hidden=arch.hidden, vocab=arch.vocab, max_positions=arch.max_positions,
-        tied_embeddings=arch.tied_embeddings, generic_formula=arch.generic,
+        tied_embeddings=arch.tied_embeddings,
     )
 
 

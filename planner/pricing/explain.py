@@ -43,14 +43,11 @@ def _budget_words(budget: int, usable: int) -> str:
 
 
 def model_notes(arch: Architecture) -> list[str]:
-    notes = []
-    if arch.generic:
-        notes.append(f"model_type {arch.model_type!r} is not modelled: used the generic Llama-style decoder formula")
-    if arch.expert_banks:
-        notes.append("MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 "
-                "after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); "
-                "their activations are an estimate")
-    return notes
+    if not arch.expert_banks:
+        return []
+    return ["MoE experts are 3-D parameters in transformers 5: bitsandbytes leaves them unquantized (16-bit, fp32 "
+            "after prepare_model_for_kbit_training); all-linear LoRA also adapts them (peft target_parameters); "
+            "their activations are an estimate"]
 
 
 def context_note(arch: Architecture, settings: TrainSettings) -> str | None:

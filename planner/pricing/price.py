@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from planner.inputs.architecture import Architecture
-from planner.inputs.config_file import Mapped
 from planner.inputs.catalog import resolve_model
+from planner.inputs.config_file import Mapped
 from planner.inputs.gpus import Gpu, resolve_gpu
 from planner.inputs.settings import Parallel, TrainSettings
 from planner.memory.estimate import Estimate
 from planner.memory.overhead import OverheadProfile, select_profile
 from planner.memory.parallel import fsdp_recipe, parallel_estimate
+from planner.memory.runtime import as_run
 from planner.output.plan import Plan, plan_from_estimate
 from planner.pricing import explain
 from planner.pricing.margin import gpu_info, with_margin
@@ -84,12 +85,15 @@ def _with_margin(estimator: Estimator, profile: OverheadProfile, margin: float |
 
 
 def recipe(request: PlanRequest) -> tuple[TrainSettings, list[str]]:
-    """The settings that will run: FSDP-QLoRA's recipe when sharded, fp16 compute on a card without bf16."""
+    """The settings that will run: FSDP-QLoRA's recipe when sharded, fp16 compute on a card without bf16, and
+    what the libraries make of the rest (:func:`planner.memory.runtime.as_run`; exact pricing of a written
+    config refuses a setting they would refuse)."""
     settings = fsdp_recipe(request.settings) if request.parallel.sharded else request.settings
     notes = []
     if settings.compute_dtype == "bf16" and not request.gpu.bf16:
         settings = settings.model_copy(update={"compute_dtype": "fp16"})
         notes.append(explain.no_bf16_note(request.gpu.label))
+    settings = as_run(request.arch, settings, notes, strict=not request.search)
     return settings, notes
 
 
@@ -97,8 +101,8 @@ def price(request: PlanRequest) -> Priced:
     arch, parallel = request.arch, request.parallel
     profile = select_profile(request.gpu.label, request.profile)
     info = gpu_info(request.gpu, parallel.gpus, profile, request.margin, request.settings.expandable_segments)
-    settings, dtype_notes = recipe(request)
-    notes = [*request.notes, *dtype_notes, *explain.model_notes(arch)]
+    settings, recipe_notes = recipe(request)
+    notes = [*request.notes, *recipe_notes, *explain.model_notes(arch)]
     estimator = estimator_for(arch, profile, parallel, request.margin)
     budget = info.budget_bytes
     suggestion = None
