@@ -43,7 +43,8 @@ def _parser(verb: str) -> argparse.ArgumentParser:
 
 
 class _DropOnBrokenPipe:
-    """stdout that drops what it cannot write once its reader has gone, so the command runs to its end."""
+    """stdout that drops what it cannot write once its reader has gone (or its disk is full), so the command
+    runs to its end: files are written and the exit code keeps its meaning."""
 
     def __init__(self, stream):
         self._stream, self.broken = stream, False
@@ -52,20 +53,23 @@ class _DropOnBrokenPipe:
         if not self.broken:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._break()
+            except OSError as err:
+                self._break(err)
         return len(text)
 
     def flush(self) -> None:
         if not self.broken:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._break()
+            except OSError as err:
+                self._break(err)
 
-    def _break(self) -> None:
-        """Send the rest to /dev/null (the recipe of Python's ``signal`` documentation for SIGPIPE)."""
+    def _break(self, err: OSError) -> None:
+        """Send the rest to /dev/null (the recipe of Python's ``signal`` documentation for SIGPIPE); a full
+        or failing stdout, unlike a reader that left, is worth one line on stderr."""
         self.broken = True
+        if not isinstance(err, BrokenPipeError):
+            print(f"qplan: cannot write to stdout: {err.strerror or err}", file=sys.stderr)
         os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
 
     def __getattr__(self, name):

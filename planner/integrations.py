@@ -105,7 +105,11 @@ def live_run_inputs(model: Any, args: Any) -> dict:
     if isinstance(quant, dict):  # a config that went through to_dict(): read it like the object
         quant = SimpleNamespace(**quant)
     loaded_4bit = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(quant, "load_in_4bit", False))
+    loaded_8bit = bool(getattr(model, "is_loaded_in_8bit", False) or getattr(quant, "load_in_8bit", False))
     embeddings = model.get_input_embeddings().weight
+    if not (loaded_4bit or loaded_8bit) and getattr(model, "dtype", None) == torch.float32:
+        raise QPlanError("QPlanCallback: the model is loaded in float32 and not quantized; qplan prices 16-bit "
+                         "(bf16/fp16) or bitsandbytes 4-/8-bit base models, so it will not guess this one")
     checkpointing = getattr(model, "is_activation_checkpointing", None)
     if checkpointing is None:
         checkpointing = getattr(model, "is_gradient_checkpointing", False)

@@ -22,7 +22,7 @@ from planner.memory.runtime import as_run
 from planner.inputs.catalog import resolve_model
 from planner.inputs.config_file import SECTIONS, RunConfig, parse_config, to_settings
 from planner.inputs.gpus import Gpu, resolve_gpu
-from planner.inputs.settings import ALLOC_CONF, Parallel, expandable_in
+from planner.inputs.settings import ALLOC_CONF, EXPANDABLE, Parallel, expandable_in
 from planner.inputs.units import fmt_gib
 from planner.output.plan import Plan
 from planner.pricing.price import PlanRequest, Priced, price
@@ -94,8 +94,15 @@ def request_from_objects(model: Any, quantization_config: Any = None, lora_confi
     config = parse_config(data, source="preflight", labels=API_LABELS)
     request = request_from_config(config, arch=resolve_arch(model), gpu=gpu, margin=margin, labels=API_LABELS)
     if expandable_in(os.environ.get(ALLOC_CONF)):
-        request.settings = request.settings.model_copy(update={"expandable_segments": True})
-        request.mapped.settings = request.settings
+        request = with_expandable_segments(request, f"planned for {ALLOC_CONF}={EXPANDABLE} (this process's setting)")
+    return request
+
+
+def with_expandable_segments(request: PlanRequest, note: str) -> PlanRequest:
+    """The request for a run whose allocator uses expandable segments."""
+    request.settings = request.settings.model_copy(update={"expandable_segments": True})
+    request.mapped.settings = request.settings
+    request.notes.append(note)
     return request
 
 
@@ -130,4 +137,5 @@ def describe_failure(plan: Plan, suggestion: Suggestion | None) -> str:
     return f"{head}. Nothing on this card fits; instead: {instead}"
 
 
-__all__ = ["Priced", "WillNotFit", "describe_failure", "preflight", "request_from_config", "request_from_objects"]
+__all__ = ["Priced", "WillNotFit", "describe_failure", "preflight", "request_from_config", "request_from_objects",
+           "with_expandable_segments"]

@@ -73,7 +73,7 @@ class Suite(BaseModel):
 
     name: str
     description: str = ""
-    scenarios: list[Scenario]
+    scenarios: list[Scenario] = Field(min_length=1)
 
 
 class PhaseMemory(BaseModel):
@@ -121,6 +121,21 @@ class Measurement(BaseModel):
     total_params: int | None = None
     step_seconds: float | None = None
     provenance: Provenance | None = None
+
+    @model_validator(mode="after")
+    def _physical(self):
+        """A completed run's peaks are ones a GPU can show: above zero, reserved at least allocated, none above
+        the card's memory (a reader never trusts a made-up or corrupted number)."""
+        if self.status != "ok":
+            return self
+        total = self.provenance.gpu_total_bytes if self.provenance and self.provenance.gpu_total_bytes else None
+        for name in ("peak_allocated", "peak_reserved", "peak_device"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or (total and value > total)):
+                raise ValueError(f"{name} {value} is not a peak a GPU of {total or 'unknown'} bytes can show")
+        if self.peak_allocated and self.peak_reserved and self.peak_reserved < self.peak_allocated:
+            raise ValueError("peak_reserved is below peak_allocated")
+        return self
 
 
 FORMAT = "qplan-results/1"

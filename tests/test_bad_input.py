@@ -122,3 +122,30 @@ def test_seq_len_past_the_context_is_noted(capsys):
     assert main(["--model", "7b", "--gpu", "80GB", "--seq-len", "8192", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert any("beyond the model's max_position_embeddings (4096)" in note for note in plan["notes"])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_one_line_and_keeps_the_exit_code():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "planner.cli", "check", str(EXAMPLES / "seed_70b_24gb.yaml")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1], timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "qplan: cannot write to stdout: No space left on device"
+
+
+def test_a_baseline_with_a_zero_peak_is_refused_at_reading(tmp_path, capsys):
+    fixtures = Path(__file__).parent / "fixtures" / "regress"
+    base = json.loads((fixtures / "base.json").read_text())
+    next(m for m in base["measurements"] if m["status"] == "ok")["peak_device"] = 0
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    err = one_line_exit_2(capsys, "regress", "compare", tmp_path / "base.json", fixtures / "new-same.json",
+                          "--report", tmp_path / "r.html")
+    assert "peak_device 0 is not a peak" in err and not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("content,expected", [(b'{"name": "x", "scenarios": []}', "at least 1 item"),
+                                              (b'{"name": "\xff"}', "not UTF-8")])
+def test_a_suite_with_no_scenarios_or_bad_bytes_is_one_line(tmp_path, capsys, content, expected):
+    suite = tmp_path / "suite.json"
+    suite.write_bytes(content)
+    assert expected in one_line_exit_2(capsys, "regress", "predict", "--suite", suite, "--out", tmp_path / "o.json")

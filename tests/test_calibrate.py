@@ -131,7 +131,7 @@ def test_calibrate_refuses_impossible_peaks(tmp_path, field, value):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     result = run_cli("calibrate", str(bad), "--name", "x", "--out", str(tmp_path / "x.json"))
-    assert result.returncode == 2 and "refusing to calibrate" in result.stderr
+    assert result.returncode == 2 and "is not a peak a GPU of" in result.stderr
     assert not (tmp_path / "x.json").exists()
 
 

@@ -22,7 +22,7 @@ def tiny_model():
     config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                       num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256)
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
+    model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)  # qplan prices 16-bit or quantized bases
     return peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
 
 
@@ -188,3 +188,12 @@ def test_live_4bit_model_is_read_as_the_qlora_recipe(tmp_path):
     assert (s["optim"], s["grad_accum"], s["batch"]) == ("paged_adamw_32bit", 2, 2)
     assert saved["plan"]["trainable_params"] == saved["live_trainable_params"] > 0
     assert saved["fits"] is True
+
+
+def test_a_float32_base_model_is_refused_not_priced_as_bf16(tmp_path):
+    from planner.errors import QPlanError
+    from planner.integrations import live_run_inputs
+
+    model = tiny_model().to(torch.float32)
+    with pytest.raises(QPlanError, match="loaded in float32 and not quantized"):
+        live_run_inputs(model, arguments(tmp_path))

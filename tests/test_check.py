@@ -172,3 +172,20 @@ def test_check_does_not_import_torch():
             "assert rc == 1; assert not {'torch', 'transformers', 'peft'} & set(sys.modules)") % str(EXAMPLES / "seed_70b_24gb.yaml")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_check_plans_for_expandable_segments(tmp_path, capsys, monkeypatch, how):
+    path = write(tmp_path, BASE.format(batch=1, accum=16, seq=2048))
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    default = json.loads(check(capsys, path, "--json")[1])
+    if how == "flag":
+        args = ("--expandable-segments",)
+    else:
+        monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        args = ()
+    expandable = json.loads(check(capsys, path, "--json", *args)[1])
+    assert not default["plan"]["settings"]["expandable_segments"]
+    assert expandable["plan"]["settings"]["expandable_segments"]
+    assert expandable["plan"]["peak_bytes"] < default["plan"]["peak_bytes"]
+    assert any("planned for PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in n for n in expandable["plan"]["notes"])

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from planner.errors import QPlanError
 from planner.inputs.config_file import load_config_file
-from planner.preflight import Priced, request_from_config
+from planner.inputs.settings import ALLOC_CONF, EXPANDABLE, expandable_in
+from planner.preflight import Priced, request_from_config, with_expandable_segments
 from planner.pricing import margin
 from planner.pricing.price import price
 
@@ -26,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", "-g", help="check on this card instead of the config's gpu (name, size like 24GB, or auto)")
     parser.add_argument("--gpus", type=int, help="instead of the config's gpus")
     parser.add_argument("--margin", help=margin.HELP)
+    parser.add_argument("--expandable-segments", action="store_true",
+                        help="the run sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (also read from this "
+                             "shell's PYTORCH_CUDA_ALLOC_CONF)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
 
 
@@ -35,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.gpus <= 1024:
             raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
         config = config.model_copy(update={"gpus": args.gpus})
-    result = price(request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin)))
+    request = request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin))
+    if args.expandable_segments or expandable_in(os.environ.get(ALLOC_CONF)):
+        where = "--expandable-segments" if args.expandable_segments else f"{ALLOC_CONF} of this shell"
+        request = with_expandable_segments(request, f"planned for {ALLOC_CONF}={EXPANDABLE} ({where})")
+    result = price(request)
     if args.json:
         out = {"config": args.config, "fits": result.fits, "plan": result.plan.model_dump(mode="json"),
                "suggestion": result.suggestion.model_dump(mode="json") if result.suggestion else None}

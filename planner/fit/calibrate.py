@@ -35,25 +35,9 @@ from planner.inputs.settings import TrainSettings, expandable_in
 
 def load_measurements(paths: list[str | Path]) -> list[Measurement]:
     """The measurements of every file: JSON lines from ``qplan measure`` or a ``qplan regress`` results file
-    (:func:`planner.results.load_results`; a bad file or line is one clear error). A completed run
-    whose peaks are not physical is refused: every peak above zero, reserved at least allocated, none above
-    the GPU's memory."""
-    records = [m for path in paths for m in load_results(path).measurements]
-    for m in records:
-        if m.status == "ok":
-            _check_physical(m)
-    return records
-
-
-def _check_physical(m: Measurement) -> None:
-    total = m.provenance.gpu_total_bytes if m.provenance else None
-    peaks = {"peak_allocated": m.peak_allocated, "peak_reserved": m.peak_reserved, "peak_device": m.peak_device}
-    for name, value in peaks.items():
-        if value is not None and (value <= 0 or (total and value > total)):
-            raise QPlanError(f"measurement {m.scenario.name!r}: {name} {value} is not a peak a GPU of "
-                             f"{total or 'unknown'} bytes can show; refusing to calibrate on it")
-    if m.peak_allocated and m.peak_reserved and m.peak_reserved < m.peak_allocated:
-        raise QPlanError(f"measurement {m.scenario.name!r}: peak_reserved below peak_allocated")
+    (:func:`planner.results.load_results`; a bad file or line, or a completed run whose peaks no GPU can show,
+    is one clear error)."""
+    return [m for path in paths for m in load_results(path).measurements]
 
 
 def usable(records: list[Measurement]) -> list[Measurement]:

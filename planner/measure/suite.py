@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from planner.errors import QPlanError
+from planner.files import read_text
 from planner.inputs.units import fmt_gib
 from planner.profiles import profiles_dir
 from planner.results import Measurement, Scenario, Suite
@@ -42,7 +43,7 @@ def load_suite(spec: str | Path) -> Suite:
             raise QPlanError(f"no suite {spec!r}: give a suite file or one of {', '.join(known) or 'none'}")
         path = named
     try:
-        suite = Suite.model_validate_json(path.read_text())
+        suite = Suite.model_validate_json(read_text(path, "suite"))
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
