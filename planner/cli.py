@@ -22,6 +22,8 @@ COMMANDS = {
     "regress": "regress",
     "check": "check",
     "measure": "measure",
+    "models": "models",
+    "gpus": "gpus",
 }
 
 
@@ -100,6 +102,11 @@ def _main(argv: list[str] | None) -> int:
         argv = argv[1:]
     if argv[:1] in (["-h"], ["--help"]) and verb == "plan":
         print("qplan verbs: " + ", ".join(COMMANDS) + "  (qplan VERB --help)\n")
+    if argv[:1] == ["--version"] and verb == "plan":
+        from planner import __version__
+
+        print(f"qplan {__version__}")
+        return 0
     try:
         args = _parser(verb).parse_args(argv)
         code = int(args._run(args) or 0)

@@ -148,3 +148,19 @@ def test_the_free_change_comes_before_a_bigger_card(capsys):
     assert not plan["fits"]
     assert plan["alternatives"][0]["kind"] == "no-prepare-kbit"
     assert plan["alternatives"][0]["detail"]["settings"]["prepare_kbit"] is False
+
+
+def test_version_models_and_gpus(capsys):
+    from planner import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"qplan {__version__}"
+    assert main(["models", "--json"]) == 0
+    models = {m["slug"]: m for m in json.loads(capsys.readouterr().out)}
+    assert models["llama-2-70b"]["priced"] and "70b" in models["llama-2-70b"]["aliases"]
+    assert models["llama-2-70b"]["params"] == 68_976_648_192 and models["llama-2-70b"]["context"] == 4096
+    assert not models["deepseek-v2-lite"]["priced"] and "--trace" in models["deepseek-v2-lite"]["refusal"]
+    assert main(["gpus", "--json"]) == 0
+    cards = {g["name"]: g for g in json.loads(capsys.readouterr().out)}
+    assert cards["rtx4090"]["mib"] == 24564 and cards["t4"]["bf16"] is False
+    assert main(["models"]) == 0 and "deepseek-v2-lite" in capsys.readouterr().out

@@ -86,6 +86,11 @@ def _names() -> dict[str, str]:
     return names
 
 
+def aliases_of(slug: str) -> list[str]:
+    """The short names ``--model`` accepts for a catalogue entry (``profiles/models/aliases.json``)."""
+    return sorted(alias for alias, target in load_profile_json("models/aliases.json")["aliases"].items() if target == slug)
+
+
 def catalog_models(refused: bool = False) -> list[CatalogEntry]:
     """Every catalogue model qplan prices (with ``refused``: also those it refuses), by family then size."""
     return sorted((e for e in _entries().values() if refused or e.priced),
