@@ -6,9 +6,11 @@ CUDA is initialised, before the process's first CUDA allocation, so the trace ho
 segment event of the run from an empty allocator. It also wraps ``torch.cuda.empty_cache``,
 ``reset_peak_memory_stats`` and ``set_per_process_memory_fraction``: each call, by the harness or a library,
 is listed with the allocator's running alloc/free counts, so :func:`dump` can place it in the trace exactly.
-The measuring path itself calls no ``empty_cache`` on one GPU (only FSDP's ``Run.shard`` does, and history
-is single-GPU); ``reset_peak_memory_stats`` runs at every phase start (``PhaseTracker.enter``) and changes no
-allocator state, and the wrapper keeps the peaks it would discard, so the sidecar's peaks cover the whole run.
+The harness itself calls no ``empty_cache`` on one GPU (only FSDP's ``Run.shard`` does, and history is
+single-GPU); the one a history shows is peft's, in ``prepare_model_for_kbit_training`` (``utils/other.py``),
+part of the recipe being measured, so it stays. ``reset_peak_memory_stats`` runs at every phase start
+(``PhaseTracker.enter``) and changes no allocator state; the wrapper keeps the peaks it would discard, so the
+sidecar's peaks cover the whole run.
 
 :func:`dump` writes ``PATH`` (``<scenario>.pickle.gz``: ``torch.cuda.memory._dump_snapshot``, gzipped) and a
 sidecar ``<scenario>.json`` (:class:`HistorySidecar`), also after an OOM."""
