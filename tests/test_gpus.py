@@ -1,5 +1,6 @@
 """--gpu parsing (catalogue names, sizes, auto through NVML) and the catalogue's own sanity."""
 
+import json
 import re
 import subprocess
 import sys
@@ -354,3 +355,104 @@ def test_ecc_figures_come_with_their_source():
         gpus._Entry(**row, memory_mib_ecc_off=49140)
     with pytest.raises(ValueError, match="ECC off must leave more memory"):
         gpus._Entry(**row, memory_mib_ecc_off=46068, source_ecc_off="s")
+
+
+def test_ecc_note_in_the_plan():
+    from planner.pricing.explain import ecc_note
+
+    assert ecc_note(resolve_gpu("a6000")) == (
+        "NVIDIA RTX A6000: assumed ECC on (46068 MiB, the smaller figure); with ECC off nvidia-smi prints "
+        "49140 MiB: plan for that with --ecc off (nvidia-smi -q shows the ECC mode)")
+    assert ecc_note(resolve_gpu("a6000", ecc="off")) == (
+        "NVIDIA RTX A6000: planned with ECC off (49140 MiB); with ECC on nvidia-smi prints 46068 MiB")
+    assert ecc_note(resolve_gpu("a6000", ecc="on")) is None
+    assert ecc_note(resolve_gpu("h100", ecc="off")) is None
+
+
+# --- --ecc on the command line and in a config -------------------------------------------------------------
+
+
+def _plan_json(capsys, *args):
+    from planner.cli import main
+
+    rc = main(["--model", "llama-2-7b", "--top", "1", "--json", *args])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def _ecc_notes(plan):
+    return [note for note in plan["notes"] if "ECC" in note]
+
+
+def test_qplan_ecc_off_on_an_a6000(capsys):
+    rc, plan = _plan_json(capsys, "--gpu", "a6000", "--ecc", "off")
+    assert rc == 0
+    assert (plan["gpu"]["total_bytes"], plan["gpu"]["ecc"]) == (49140 * MiB, "off")
+    assert _ecc_notes(plan) == ["NVIDIA RTX A6000: planned with ECC off (49140 MiB); with ECC on nvidia-smi prints 46068 MiB"]
+
+
+def test_qplan_without_ecc_plans_ecc_on_with_the_note(capsys):
+    rc, plan = _plan_json(capsys, "--gpu", "a6000")
+    assert rc == 0
+    assert (plan["gpu"]["total_bytes"], plan["gpu"]["ecc"]) == (46068 * MiB, "on")
+    assert len(_ecc_notes(plan)) == 1 and "--ecc off" in _ecc_notes(plan)[0] and "49140 MiB" in _ecc_notes(plan)[0]
+
+
+def test_qplan_ecc_on_an_hbm_card_changes_nothing(capsys):
+    rc, plan = _plan_json(capsys, "--gpu", "h100", "--ecc", "off")
+    assert rc == 0
+    assert (plan["gpu"]["total_bytes"], plan["gpu"]["ecc"], _ecc_notes(plan)) == (81559 * MiB, None, [])
+
+
+def test_qplan_bad_ecc_and_ambiguous_card_exit_2(capsys):
+    from planner.cli import main
+
+    assert main(["--model", "llama-2-7b", "--gpu", "a6000", "--ecc", "maybe"]) == 2
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err
+    assert main(["--model", "llama-2-7b", "--gpu", "3080"]) == 2
+    assert "names more than one card: rtx3080-10gb" in capsys.readouterr().err
+
+
+# llama-3.1-8b, r=16 all-linear, seq 11776, micro-batch 1: 1.3 GiB short on an A6000 with ECC on, 1.7 GiB
+# to spare with ECC off
+CONFIG = """\
+model: llama-3.1-8b
+gpu: a6000
+{ecc}quantization: {{load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_use_double_quant: true, bnb_4bit_compute_dtype: bfloat16}}
+lora: {{r: 16, lora_alpha: 32, target_modules: all-linear, lora_dropout: 0.05}}
+training: {{per_device_train_batch_size: 1, gradient_accumulation_steps: 16, optim: paged_adamw_32bit, bf16: true,
+           gradient_checkpointing: true, max_seq_length: 11776, packing: true}}
+"""
+
+
+def _check(tmp_path, capsys, ecc_line, *args):
+    from planner.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(CONFIG.format(ecc=ecc_line))
+    rc = main(["check", str(path), "--json", *args])
+    out = capsys.readouterr()
+    return rc, (json.loads(out.out) if out.out else out.err)
+
+
+@pytest.mark.parametrize(
+    "ecc_line,args,rc,mib,ecc_notes",
+    [
+        ("", (), 1, 46068, 1),                         # no ecc: ECC on assumed, short, and said
+        ("ecc: off\n", (), 0, 49140, 1),               # YAML reads `off` as false: ECC off
+        ("ecc: 'off'\n", (), 0, 49140, 1),
+        ("ecc: on\n", (), 1, 46068, 0),                # said: nothing to note
+        ("", ("--ecc", "off"), 0, 49140, 1),
+        ("ecc: off\n", ("--ecc", "on"), 1, 46068, 0),  # the flag wins over the file
+    ],
+)
+def test_qplan_check_ecc_from_the_config_or_the_flag(tmp_path, capsys, ecc_line, args, rc, mib, ecc_notes):
+    code, result = _check(tmp_path, capsys, ecc_line, *args)
+    assert code == rc
+    assert (result["plan"]["gpu"]["total_bytes"], result["fits"]) == (mib * MiB, rc == 0)
+    assert len(_ecc_notes(result["plan"])) == ecc_notes
+
+
+def test_qplan_check_bad_ecc_is_exit_2(tmp_path, capsys):
+    code, err = _check(tmp_path, capsys, "ecc: maybe\n")
+    assert code == 2
+    assert "ecc" in err and "\n" not in err.strip()

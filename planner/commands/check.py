@@ -15,6 +15,7 @@ import sys
 
 from planner.errors import QPlanError
 from planner.inputs.config_file import load_config_file
+from planner.inputs.gpus import ECC_MODES
 from planner.preflight import Priced, request_from_config
 from planner.pricing import margin
 from planner.pricing.price import price
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Will this training config fit? Exit 0 fits, 1 does not (prints the smallest change that fits), 2 bad config."
     parser.add_argument("config", help="training config, .yaml/.yml/.json (model, gpu, quantization, lora, training)")
     parser.add_argument("--gpu", "-g", help="check on this card instead of the config's gpu (name, size like 24GB, or auto)")
+    parser.add_argument("--ecc", choices=ECC_MODES, help="the card's ECC mode, instead of the config's ecc (default on)")
     parser.add_argument("--gpus", type=int, help="instead of the config's gpus")
     parser.add_argument("--margin", help=margin.HELP)
     parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.gpus <= 1024:
             raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
         config = config.model_copy(update={"gpus": args.gpus})
-    result = price(request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin)))
+    result = price(request_from_config(config, gpu=args.gpu, ecc=args.ecc, margin=margin.parse_margin(args.margin)))
     if args.json:
         out = {"config": args.config, "fits": result.fits, "plan": result.plan.model_dump(mode="json"),
                "suggestion": result.suggestion.model_dump(mode="json") if result.suggestion else None}
