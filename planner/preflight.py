@@ -54,13 +54,15 @@ def resolve_arch(model: Any) -> Architecture:
 
 
 def request_from_config(config: RunConfig, *, arch: Architecture | None = None, gpu: str | Gpu | None = None,
-                        margin: float | None = None, labels: Mapping[str, str] | None = None) -> PlanRequest:
-    """The exact-pricing request of a config (``qplan check``): its model, card (``gpu`` overrides the
-    config's), GPU count and mapped settings."""
+                        ecc: str | None = None, margin: float | None = None,
+                        labels: Mapping[str, str] | None = None) -> PlanRequest:
+    """The exact-pricing request of a config (``qplan check``): its model, card (``gpu`` and ``ecc`` override
+    the config's), GPU count and mapped settings."""
     arch = arch or resolve_arch(config.model)
     mapped = to_settings(config, arch.model_type, labels)
     gpu = gpu if gpu is not None else config.gpu
-    return PlanRequest(arch=arch, gpu=gpu if isinstance(gpu, Gpu) else resolve_gpu(gpu), settings=mapped.settings,
+    ecc = ecc if ecc is not None else config.ecc
+    return PlanRequest(arch=arch, gpu=gpu if isinstance(gpu, Gpu) else resolve_gpu(gpu, ecc=ecc), settings=mapped.settings,
                        fixed=mapped.fixed, parallel=Parallel(gpus=config.gpus), search=False, mapped=mapped,
                        notes=list(mapped.notes), margin=margin)
 

@@ -16,6 +16,7 @@ import sys
 
 from planner.errors import QPlanError
 from planner.inputs.config_file import load_config_file
+from planner.inputs.gpus import ECC_MODES
 from planner.inputs.settings import ALLOC_CONF, EXPANDABLE, expandable_in
 from planner.preflight import Priced, request_from_config, with_expandable_segments
 from planner.pricing import margin
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Will this training config fit? Exit 0 fits, 1 does not (prints the smallest change that fits), 2 bad config."
     parser.add_argument("config", help="training config, .yaml/.yml/.json (model, gpu, quantization, lora, training)")
     parser.add_argument("--gpu", "-g", help="check on this card instead of the config's gpu (name, size like 24GB, or auto)")
+    parser.add_argument("--ecc", choices=ECC_MODES, help="the card's ECC mode, instead of the config's ecc (default on)")
     parser.add_argument("--gpus", type=int, help="instead of the config's gpus")
     parser.add_argument("--margin", help=margin.HELP)
     parser.add_argument("--expandable-segments", action="store_true",
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.gpus <= 1024:
             raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
         config = config.model_copy(update={"gpus": args.gpus})
-    request = request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin))
+    request = request_from_config(config, gpu=args.gpu, ecc=args.ecc, margin=margin.parse_margin(args.margin))
     if args.expandable_segments or expandable_in(os.environ.get(ALLOC_CONF)):
         where = "--expandable-segments" if args.expandable_segments else f"{ALLOC_CONF} of this shell"
         request = with_expandable_segments(request, f"planned for {ALLOC_CONF}={EXPANDABLE} ({where})")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from planner.commands._common import add_knob_arguments, settings_from_args
 from planner.errors import QPlanError
+from planner.inputs.gpus import ECC_MODES
 from planner.inputs.settings import Parallel, Strategy
 from planner.pricing import margin
 from planner.pricing.price import PlanRequest, price
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Will this QLoRA fine-tune fit? Prints a memory plan, a verdict and settings that fit."
     parser.add_argument("--model", "-m", required=True, help="catalogue alias (70b, llama-3.1-8b...), config.json path, model dir or hub id")
     parser.add_argument("--gpu", "-g", default="24GB", help="24GB, 24GiB, 80GB, a card name (rtx4090, a100-80gb, h100...) or auto")
+    parser.add_argument("--ecc", choices=ECC_MODES, help="the card's ECC mode, for cards whose memory depends on it "
+                        "(RTX A6000, L40S, A10...); default: ECC on, the smaller figure")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs of one host (more than 1: a per-GPU plan, see --strategy)")
     parser.add_argument("--strategy", choices=get_args(Strategy), default="fsdp",
                         help="with --gpus > 1: fsdp (FSDP-QLoRA, measured), zero3 (DeepSpeed ZeRO-3), ddp (a full copy "
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise QPlanError(f"--cpu-offload: {first.get('ctx', {}).get('error', first['msg'])}") from None
     if not 1 <= args.target_batch <= 100_000 or not 1 <= args.top <= 1000:
         raise QPlanError("--target-batch must be between 1 and 100000 sequences, --top between 1 and 1000")
-    plan = price(PlanRequest.named(args.model, args.gpu, settings=settings, fixed=fixed, parallel=parallel,
+    plan = price(PlanRequest.named(args.model, args.gpu, ecc=args.ecc, settings=settings, fixed=fixed, parallel=parallel,
         target_batch=args.target_batch, max_rank=args.max_rank, margin=margin.parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,
     )).plan

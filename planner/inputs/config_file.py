@@ -4,6 +4,7 @@ Sections (YAML or JSON; every name is its Hugging Face namesake)::
 
     model: llama-2-70b              # catalogue alias, config.json path, model dir or hub id
     gpu: rtx4090                    # card name, size (24GB) or auto;  gpus: 1
+    ecc: off                        # the card's ECC mode, where its memory depends on it (default on)
     quantization: {load_in_4bit, load_in_8bit, bnb_4bit_quant_type, bnb_4bit_use_double_quant,
                    bnb_4bit_compute_dtype}                                 # BitsAndBytesConfig
     lora: {r, lora_alpha, target_modules, lora_dropout, bias, task_type}   # peft LoraConfig
@@ -175,6 +176,7 @@ class RunConfig(BaseModel):
 
     model: str
     gpu: str = "auto"
+    ecc: Literal["on", "off"] | None = Field(None, description="ECC mode of a card whose memory depends on it")
     gpus: int = Field(1, ge=1, le=1024)
     quantization: Quantization | None = None
     lora: Lora | None = None
@@ -244,6 +246,8 @@ def parse_config(data: Any, source: str = "config", labels: Mapping[str, str] | 
         checked[key] = _check_section(label[key], SECTIONS[key], value) if key in SECTIONS and value is not None else value
     if isinstance(checked.get("gpu"), (int, float)) and not isinstance(checked["gpu"], bool):
         checked["gpu"] = str(checked["gpu"])  # `gpu: 24` -> resolve_gpu asks for a unit
+    if isinstance(checked.get("ecc"), bool):
+        checked["ecc"] = "on" if checked["ecc"] else "off"  # YAML 1.1 reads `ecc: off` as false
     try:
         return RunConfig(**checked)
     except ValidationError as err:

@@ -33,6 +33,8 @@ class GpuInfo(BaseModel):
     budget_bytes: int = Field(description="what peak + margin may reach: usable, or usable less --margin when given")
     margin_rule: str = Field(description="how the safety margin is set")
     bf16: bool
+    ecc: str | None = Field(None, description="on/off: the ECC mode total_bytes is for, on a card whose nvidia-smi "
+                                              "total depends on it (GDDR with optional ECC); null for other cards")
 
 
 class ProfileInfo(BaseModel):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from planner.inputs.architecture import Architecture
+from planner.inputs.gpus import Gpu
 from planner.inputs.settings import EXPANDABLE, Parallel, TrainSettings
-from planner.inputs.units import fmt_gib
+from planner.inputs.units import MiB, fmt_gib
 from planner.memory.overhead import OverheadProfile
 from planner.memory.parallel import STATUS
 from planner.memory.weights import frozen_weight_components
@@ -60,6 +61,18 @@ def context_note(arch: Architecture, settings: TrainSettings) -> str | None:
 
 def no_bf16_note(label: str) -> str:
     return f"{label} has no bf16: compute dtype falls back to fp16 (same bytes; the Trainer refuses bf16=True there)"
+
+
+def ecc_note(gpu: Gpu) -> str | None:
+    """Which ECC figure a card whose nvidia-smi total depends on ECC mode was planned with, and the other one;
+    nothing when the mode was given as on, or the card has one figure."""
+    if gpu.ecc is None or gpu.ecc_other_bytes is None or (gpu.ecc == "on" and not gpu.ecc_assumed):
+        return None
+    planned, other = gpu.total_bytes // MiB, gpu.ecc_other_bytes // MiB
+    if gpu.ecc == "off":
+        return f"{gpu.label}: planned with ECC off ({planned} MiB); with ECC on nvidia-smi prints {other} MiB"
+    return (f"{gpu.label}: assumed ECC on ({planned} MiB, the smaller figure); with ECC off nvidia-smi prints "
+            f"{other} MiB: plan for that with --ecc off (nvidia-smi -q shows the ECC mode)")
 
 
 def parallel_note(parallel: Parallel) -> str:

@@ -43,7 +43,7 @@ def gpu_info(gpu: Gpu, count: int, profile: OverheadProfile, margin: float | Non
     else:
         rule, budget = f"{margin:.0%} of usable memory (--margin)", int(usable * (1 - margin))
     return GpuInfo(name=gpu.name, label=gpu.label, count=count, total_bytes=gpu.total_bytes, usable_bytes=usable,
-                   budget_bytes=budget, margin_rule=rule, bf16=gpu.bf16)
+                   budget_bytes=budget, margin_rule=rule, bf16=gpu.bf16, ecc=gpu.ecc)
 
 
 def with_margin(est: Estimate, profile: OverheadProfile, margin: float | None, expandable: bool) -> Estimate:

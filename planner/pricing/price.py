@@ -57,9 +57,9 @@ class PlanRequest:
     verify: Callable[[Architecture, Parallel, OverheadProfile], Estimator] | None = None
 
     @classmethod
-    def named(cls, model: str, gpu: str, **fields) -> PlanRequest:
-        """The request for a model and card as the user names them (``--model``, ``--gpu``)."""
-        return cls(arch=resolve_model(model), gpu=resolve_gpu(gpu), **fields)
+    def named(cls, model: str, gpu: str, ecc: str | None = None, **fields) -> PlanRequest:
+        """The request for a model and card as the user names them (``--model``, ``--gpu``, ``--ecc``)."""
+        return cls(arch=resolve_model(model), gpu=resolve_gpu(gpu, ecc=ecc), **fields)
 
 
 @dataclass
@@ -103,6 +103,7 @@ def price(request: PlanRequest) -> Priced:
     info = gpu_info(request.gpu, parallel.gpus, profile, request.margin, request.settings.expandable_segments)
     settings, recipe_notes = recipe(request)
     notes = [*request.notes, *recipe_notes, *explain.model_notes(arch)]
+    notes += [note for note in (explain.ecc_note(request.gpu),) if note]
     estimator = estimator_for(arch, profile, parallel, request.margin)
     budget = info.budget_bytes
     suggestion = None
