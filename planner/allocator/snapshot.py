@@ -27,9 +27,13 @@ REPLAYED = ("alloc", "free_requested", "free_completed")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle names a Python object."""
+
+
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"it names the Python object {module}.{name}; only plain data is read")
+        raise _Refused(f"it names the Python object {module}.{name}; only plain data is read")
 
 
 def _load(path: Path) -> object:
@@ -41,9 +45,9 @@ def _load(path: Path) -> object:
         if raw[:2] == _GZIP_MAGIC:
             raw = gzip.decompress(raw)
         return _PlainUnpickler(io.BytesIO(raw)).load()
-    except pickle.UnpicklingError as err:
+    except _Refused as err:
         raise QPlanError(f"{path} is not a plain-data pickle: {err}") from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, MemoryError) as err:
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, IndexError, KeyError, MemoryError) as err:
         raise QPlanError(f"{path} is not a memory snapshot pickle ({type(err).__name__}: {err})") from None
 
 
