@@ -13,7 +13,7 @@ It replays an allocation history (``alloc``/``free_requested``/``free_completed`
 - ``allocator``: ``CachingAllocator`` (best fit, split, merge, segments, release and retry, GC);
   ``expandable``: its expandable-segment half.
 - ``replay``: ``simulate(events, config) -> SimulationResult``.
-- ``snapshot``: ``load_events(path, device)``, a restricted unpickler for snapshot files.
+- ``snapshot``: ``load_events(path, device)`` and ``load_snapshot(path)``, a restricted unpickler for snapshot files.
 - ``python -m planner.allocator replay FILE [--json]``: the command line.
 
 Followed: c10/cuda/CUDACachingAllocator.cpp and c10/core/AllocatorConfig.{h,cpp} (each module names the
@@ -24,7 +24,7 @@ headers); no v2.11.0-tagged copy was reachable, and none of the rules used diffe
 from .allocator import CachingAllocator, OutOfMemory
 from .config import AllocatorConfig
 from .replay import Event, SimulationResult, simulate
-from .snapshot import load_events
+from .snapshot import load_events, load_snapshot
 
 __all__ = ["AllocatorConfig", "CachingAllocator", "Event", "OutOfMemory", "SimulationResult", "load_events",
-           "simulate"]
+           "load_snapshot", "simulate"]

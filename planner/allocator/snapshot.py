@@ -36,7 +36,8 @@ class _PlainUnpickler(pickle.Unpickler):
         raise _Refused(f"it names the Python object {module}.{name}; only plain data is read")
 
 
-def _load(path: Path) -> object:
+def load_snapshot(path: Path) -> object:
+    """The unpickled file (a dict for a real snapshot), read as the module docstring says."""
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -54,7 +55,7 @@ def _load(path: Path) -> object:
 def load_events(path: str | Path, device: int = 0) -> list[Event]:
     """The ``alloc``/``free_requested``/``free_completed`` entries of ``device``'s trace, in order."""
     path = Path(path)
-    snapshot = _load(path)
+    snapshot = load_snapshot(path)
     traces = snapshot.get("device_traces") if isinstance(snapshot, dict) else None
     if not isinstance(traces, list):
         raise QPlanError(f"{path} is not a memory snapshot: no 'device_traces' list (was it written by "
