@@ -36,8 +36,9 @@ class _PlainUnpickler(pickle.Unpickler):
         raise _Refused(f"it names the Python object {module}.{name}; only plain data is read")
 
 
-def load_snapshot(path: Path) -> object:
+def load_snapshot(path: str | Path) -> object:
     """The unpickled file (a dict for a real snapshot), read as the module docstring says."""
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as err:
