@@ -117,12 +117,14 @@ def test_oversize_blocks_serve_only_oversize_requests_within_the_rounding_limit(
 
 
 def test_under_a_cap_oversize_blocks_are_released_before_everything_else():
-    """max_split_size set: a failed cudaMalloc first frees the smallest oversize cached block big enough."""
-    steps = [alloc(1, 50 * MiB), alloc(2, 60 * MiB), free(1), free(2), alloc(3, 12 * MiB), free(3),
-             alloc(4, 70 * MiB)]
-    r = run(*steps, conf="max_split_size_mb:40", cap_bytes=135 * MiB)
-    assert r.reserved_final_bytes == 12 * MiB + 70 * MiB  # both oversize blocks went, the 12 MiB stayed
-    assert r.alloc_retries == 0
+    """max_split_size set: a failed cudaMalloc first frees the smallest cached oversize block of at least
+    max(request, max_split_size); with none that big, oversize blocks from the largest down until enough
+    went. The 12 MiB block stays cached either way, and no full release (retry) is needed."""
+    cached = [alloc(1, 50 * MiB), alloc(2, 60 * MiB), free(1), free(2), alloc(3, 12 * MiB), free(3)]
+    one = run(*cached, alloc(4, 30 * MiB), conf="max_split_size_mb:40", cap_bytes=135 * MiB)
+    assert (one.reserved_final_bytes, one.alloc_retries) == (60 * MiB + 12 * MiB + 30 * MiB, 0)
+    both = run(*cached, alloc(4, 70 * MiB), conf="max_split_size_mb:40", cap_bytes=135 * MiB)
+    assert (both.reserved_final_bytes, both.alloc_retries) == (12 * MiB + 70 * MiB, 0)
 
 
 # --- caps, release and retry, OOM, empty_cache, garbage collection ---------------------------------------
