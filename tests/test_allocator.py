@@ -202,6 +202,24 @@ def test_expandable_unmapped_hole_is_mapped_again_first():
     assert (r.reserved_final_bytes, r.segments) == (40 * MiB, 1)
 
 
+def test_expandable_best_fit_prefers_a_block_that_cannot_grow():
+    """Page [0, 20): A 8, B 4, C 6 MiB leave a 2 MiB tail before unmapped space; A is freed. A 2 MiB
+    request skips the tail (it "could grow" to the whole address space) for A's 8 MiB, so a following
+    8 MiB request must grow the segment: 40 MiB. Taking the tail would have left A for it: 20 MiB."""
+    r = run(alloc(1, 8 * MiB), alloc(2, 4 * MiB), alloc(3, 6 * MiB), free(1), alloc(4, 2 * MiB),
+            alloc(5, 8 * MiB), expandable_segments=True)
+    assert r.reserved_peak_bytes == 40 * MiB
+
+
+def test_expandable_growth_starts_at_the_free_block_before_a_hole():
+    """X 18 MiB and H 22 MiB (pages 0-1), W 5 MiB (page 2); H freed and emptied leaves a 2 MiB free tail
+    of page 0 before the unmapped page 1. A 21 MiB request fits tail + hole, so page 1 is mapped again
+    (60 MiB); the hole alone (20 MiB) would be too small and the segment would grow at its end (80 MiB)."""
+    r = run(alloc(1, 18 * MiB), alloc(2, 22 * MiB), alloc(3, 5 * MiB), free(2), Event("empty_cache"),
+            alloc(4, 21 * MiB), expandable_segments=True)
+    assert (r.reserved_final_bytes, r.reserved_peak_bytes) == (60 * MiB, 60 * MiB)
+
+
 def test_expandable_cap_checks_the_cudamalloc_size():
     """In expandable mode alloc_block still checks get_allocation_size (20 MiB for 2 MiB) against the cap."""
     r = run(alloc(1, 2 * MiB), cap_bytes=19 * MiB, expandable_segments=True)
