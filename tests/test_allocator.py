@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from planner.allocator import AllocatorConfig, Event, load_events, load_snapshot, simulate
+from planner.allocator.sidecar import read_sidecar
 from planner.allocator.sizes import round_size
 from planner.errors import QPlanError
 
@@ -295,6 +296,32 @@ def test_load_events_refuses_pickles_that_name_objects(tmp_path):
         load_events(path)
 
 
+def test_sidecar_calls_are_replayed_where_they_happened(tmp_path):
+    """An empty_cache the harness made after the 12 MiB free (trace entry 5) releases its segment; a
+    memory fraction set at the start caps the run at 0.25 of 80 MiB = 20 MiB, so of two 10 MiB requests
+    after the free the first reuses the 12 MiB block and the second's 12 MiB segment does not fit even
+    after the release-and-retry: OOM. The reset_peak_memory_stats call changes nothing."""
+    history, side = tmp_path / "h.pickle.gz", tmp_path / "h.json"
+    history.write_bytes(gzip.compress(pickle.dumps(SNAPSHOT)))
+    calls = [{"call": "set_per_process_memory_fraction", "events_before": 0, "value": 0.25},
+             {"call": "reset_peak_memory_stats", "events_before": 1}, {"call": "empty_cache", "events_before": 5}]
+    side.write_text(json.dumps({"device_total_bytes": 80 * MiB, "max_memory_reserved": 1, "max_memory_allocated": 1,
+                                "memory_fraction": 0.25, "harness_calls": calls}))
+    meta = read_sidecar(side)
+    events = load_events(history, inserts=meta.inserts())
+    assert [e.action for e in events] == ["set_cap", "alloc", "alloc", "free_requested", "free_completed",
+                                          "empty_cache"]
+    assert meta.config().cap_bytes is None and events[0].size == 20 * MiB
+    r = simulate(events, meta.config())
+    assert (r.reserved_peak_bytes, r.reserved_final_bytes) == (14 * MiB, 2 * MiB)
+    capped = simulate(events[:5] + [alloc(9, 10 * MiB), alloc(10, 10 * MiB)], meta.config())
+    assert (capped.reserved_peak_bytes, capped.alloc_retries, capped.ooms) == (14 * MiB, 1, 1)
+    done = cli("replay", history, "--sidecar", side, "--json")
+    assert json.loads(done.stdout)["reserved_final_bytes"] == 2 * MiB
+    side.write_text("{}")
+    assert "not a history sidecar" in cli("replay", history, "--sidecar", side).stderr
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "planner.allocator", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT)
@@ -344,14 +371,11 @@ def test_replay_of_a_recorded_history_matches_torch(sidecar):
     """The simulated peaks of a real GPU history against what torch reported at the end of the run:
     reserved within 0.5%, allocated exact. On a miss the message compares the simulated device
     allocations and releases with the segment entries torch recorded."""
-    meta = json.loads(sidecar.read_text())
+    meta = read_sidecar(sidecar)
     history = sidecar.with_name(sidecar.name.removesuffix(".json") + ".pickle.gz")
-    cap = int(meta["memory_fraction"] * meta["device_total_bytes"]) if meta.get("memory_fraction") else None
-    config = AllocatorConfig.from_conf(meta.get("alloc_conf"), cap_bytes=cap,
-                                       device_total_bytes=meta["device_total_bytes"])
-    result = simulate(load_events(history), config)
+    result = simulate(load_events(history, inserts=meta.inserts()), meta.config())
     why = (f"simulated {result.device_allocs} device allocations, {result.device_frees} releases, "
            f"{result.ooms} OOM; torch recorded {recorded_segment_calls(history)}")
     assert result.unknown_frees == 0, why
-    assert result.allocated_peak_bytes == meta["max_memory_allocated"], why
-    assert result.reserved_peak_bytes == pytest.approx(meta["max_memory_reserved"], rel=0.005), why
+    assert result.allocated_peak_bytes == meta.max_memory_allocated, why
+    assert result.reserved_peak_bytes == pytest.approx(meta.max_memory_reserved, rel=0.005), why

@@ -1,6 +1,7 @@
 """``python -m planner.allocator replay FILE``: replay a memory snapshot's history of one device through
-the simulated allocator and print its peaks (``--json`` for a JSON object). Bad input is one line on
-stderr and exit 2."""
+the simulated allocator and print its peaks (``--json`` for a JSON object). With ``--sidecar`` the
+settings and the empty_cache / memory-fraction calls come from the history's sidecar JSON, and torch's
+recorded peaks are printed beside the simulated ones. Bad input is one line on stderr and exit 2."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from ..errors import QPlanError
 from .config import AllocatorConfig
 from .replay import simulate
+from .sidecar import read_sidecar
 from .snapshot import load_events
 
 GiB = 1 << 30
@@ -34,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="set_per_process_memory_fraction's limit in bytes (fraction x device total)")
     replay.add_argument("--device-total-bytes", type=int, default=None,
                         help="the device's memory (sizes expandable segments' address space)")
+    replay.add_argument("--sidecar", default=None,
+                        help="the history's sidecar JSON (qplan measure --history-dir): settings and calls from it")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -52,24 +56,35 @@ def _config(args: argparse.Namespace) -> AllocatorConfig:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    config = _config(args)
-    events = load_events(args.file, args.device)
+    recorded, inserts = {}, None
+    if args.sidecar:
+        if args.expandable_segments or args.alloc_conf or args.cap_bytes or args.device_total_bytes:
+            raise QPlanError("--sidecar gives the settings: leave out --expandable-segments, --alloc-conf, "
+                             "--cap-bytes and --device-total-bytes")
+        sidecar = read_sidecar(args.sidecar)
+        config, inserts = sidecar.config(), sidecar.inserts()
+        recorded = {"torch_reserved_peak_bytes": sidecar.max_memory_reserved,
+                    "torch_allocated_peak_bytes": sidecar.max_memory_allocated}
+    else:
+        config = _config(args)
+    events = load_events(args.file, args.device, inserts)
     start = time.perf_counter()
     result = simulate(events, config)
     seconds = time.perf_counter() - start
     if args.json:
-        print(json.dumps({**result.to_dict(), "replay_seconds": round(seconds, 3)}))
+        print(json.dumps({**result.to_dict(), **recorded, "replay_seconds": round(seconds, 3)}))
         return 0
     print(f"{args.file} (device {args.device}): {result.events} events replayed in {seconds:.2f} s")
-    print(f"  max_memory_reserved   {result.reserved_peak_bytes:>16,} bytes ({result.reserved_peak_bytes / GiB:.3f} GiB)")
-    print(f"  max_memory_allocated  {result.allocated_peak_bytes:>16,} bytes ({result.allocated_peak_bytes / GiB:.3f} GiB)")
+    for name, simulated in (("reserved", result.reserved_peak_bytes), ("allocated", result.allocated_peak_bytes)):
+        torch_peak = recorded.get(f"torch_{name}_peak_bytes")
+        versus = f"; torch {torch_peak:,} ({simulated / torch_peak - 1:+.3%})" if torch_peak else ""
+        print(f"  max_memory_{name:<9} {simulated:>16,} bytes ({simulated / GiB:.3f} GiB){versus}")
     print(f"  segments at the end {result.segments} (peak {result.segments_peak}); "
           f"{result.device_allocs} device allocations, {result.device_frees} releases, "
           f"{result.alloc_retries} release-and-retry, {result.ooms} OOM")
     if result.warning:
         print(f"  warning: {result.warning}")
     return 0
-
 
 if __name__ == "__main__":
     try:

@@ -30,14 +30,21 @@ class OutOfMemory(Exception):
 
 class CachingAllocator(ExpandableSegments):
     """``DeviceCachingAllocator`` for one device: ``malloc`` a request, then ``free_requested`` when the
-    tensor dies and ``free_completed`` when its block may be reused; ``empty_cache`` as torch's."""
+    tensor dies and ``free_completed`` when its block may be reused; ``empty_cache`` and ``set_cap`` as
+    torch's ``emptyCache`` and ``setMemoryFraction``."""
 
     def __init__(self, config: AllocatorConfig):
         self.config = config
         self.pools = {True: BlockPool(small=True), False: BlockPool(small=False)}
         self.stats = Stats()
         self._next_address = ADDRESS_TOP
-        self._gc = config.cap_bytes is not None and config.garbage_collection_threshold > 0
+        self.set_cap(config.cap_bytes)
+
+    def set_cap(self, cap_bytes: int | None) -> None:
+        """``setMemoryFraction``: from now on ``allowed_memory_maximum`` is ``cap_bytes`` (None: no cap);
+        garbage collection runs only under a cap."""
+        self.cap = cap_bytes
+        self._gc = cap_bytes is not None and self.config.garbage_collection_threshold > 0
 
     def malloc(self, size: int, stream: int) -> Block:
         """``malloc``: round, pick the pool, reuse the best cached block; else create a segment, else free
@@ -165,8 +172,7 @@ class CachingAllocator(ExpandableSegments):
         """``alloc_block``: refuse when the reserved bytes plus ``get_allocation_size`` would pass the cap
         (set_per_process_memory_fraction; checked with that size in expandable mode too); else map pages
         of an expandable segment, or cudaMalloc a new segment of ``alloc`` bytes."""
-        cap = self.config.cap_bytes
-        if cap is not None and self.stats.reserved.current + alloc > cap:
+        if self.cap is not None and self.stats.reserved.current + alloc > self.cap:
             return None
         if self.config.expandable_segments:
             return self._try_allocate_expandable_block(pool, stream, rounded)
@@ -210,7 +216,7 @@ class CachingAllocator(ExpandableSegments):
         cap reserved, cudaFree unsplit large-pool cached blocks at least as old as the average (age: pool
         searches since the block was cached), pass after pass, until the excess is reclaimed."""
         pool = self.pools[False]
-        threshold = int(self.config.garbage_collection_threshold * self.config.cap_bytes)
+        threshold = int(self.config.garbage_collection_threshold * self.cap)
         if self.stats.reserved.current <= threshold:
             return
         target = self.stats.reserved.current - threshold

@@ -26,14 +26,16 @@ from ..errors import QPlanError
 from .allocator import CachingAllocator, OutOfMemory
 from .config import AllocatorConfig
 
-ACTIONS = ("alloc", "free_requested", "free_completed", "empty_cache")
+ACTIONS = ("alloc", "free_requested", "free_completed", "empty_cache", "set_cap")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One allocator call: ``alloc`` of ``size`` requested bytes on ``stream``, answered with the address
     ``addr`` (any identifier pairing it with its frees); ``free_requested``/``free_completed`` of ``addr``;
-    ``empty_cache`` (torch.cuda.empty_cache(): not in a memory history, for callers who know when)."""
+    ``empty_cache`` (torch.cuda.empty_cache()) and ``set_cap`` to ``size`` bytes
+    (set_per_process_memory_fraction: fraction x device total), which a memory history does not record:
+    callers who know when they happened insert them (:mod:`.sidecar`)."""
 
     action: str
     addr: int = 0
@@ -110,6 +112,8 @@ def simulate(events: Iterable[Event | Mapping], config: AllocatorConfig | None =
             failed.discard(addr)
         elif action == "empty_cache":
             allocator.empty_cache()
+        elif action == "set_cap":
+            allocator.set_cap(event.size)
         else:
             raise QPlanError(f"unknown event action {action!r} (expected one of {', '.join(ACTIONS)})")
     return _result(allocator, count, len(unknown))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import QPlanError
@@ -53,8 +54,10 @@ def load_snapshot(path: str | Path) -> object:
         raise QPlanError(f"{path} is not a memory snapshot pickle ({type(err).__name__}: {err})") from None
 
 
-def load_events(path: str | Path, device: int = 0) -> list[Event]:
-    """The ``alloc``/``free_requested``/``free_completed`` entries of ``device``'s trace, in order."""
+def load_events(path: str | Path, device: int = 0, inserts: Mapping[int, list[Event]] | None = None) -> list[Event]:
+    """The ``alloc``/``free_requested``/``free_completed`` entries of ``device``'s trace, in order, with
+    ``inserts[n]`` (calls the trace does not record) placed before its entry ``n``."""
+    inserts = inserts or {}
     path = Path(path)
     snapshot = load_snapshot(path)
     traces = snapshot.get("device_traces") if isinstance(snapshot, dict) else None
@@ -65,6 +68,7 @@ def load_events(path: str | Path, device: int = 0) -> list[Event]:
         raise QPlanError(f"{path} has traces for devices 0..{len(traces) - 1}, not device {device}")
     events = []
     for n, entry in enumerate(traces[device]):
+        events.extend(inserts.get(n, ()))
         if not isinstance(entry, dict):
             raise QPlanError(f"{path}: trace entry {n} of device {device} is not a dict")
         if entry.get("action") not in REPLAYED:
@@ -73,4 +77,4 @@ def load_events(path: str | Path, device: int = 0) -> list[Event]:
         if not all(isinstance(value, int) and not isinstance(value, bool) for value in fields):
             raise QPlanError(f"{path}: trace entry {n} ({entry.get('action')}) lacks an integer addr, size or stream")
         events.append(Event(entry["action"], *fields))
-    return events
+    return events + list(inserts.get(len(traces[device]), ()))
