@@ -13,6 +13,7 @@ It replays an allocation history (``alloc``/``free_requested``/``free_completed`
 - ``allocator``: ``CachingAllocator`` (best fit, split, merge, segments, release and retry, GC);
   ``expandable``: its expandable-segment half.
 - ``replay``: ``simulate(events, config) -> SimulationResult``.
+- ``sidecar``: a recorded history's settings and its empty_cache / memory-fraction calls.
 - ``snapshot``: ``load_events(path, device)`` and ``load_snapshot(path)``, a restricted unpickler for snapshot files.
 - ``python -m planner.allocator replay FILE [--json]``: the command line.
 

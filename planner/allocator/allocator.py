@@ -9,7 +9,7 @@ v2.9+ text where the settings come from ``AcceleratorAllocatorConfig``): ``mallo
 replay is told when a block's free completes), a cudaMalloc failing below the cap (no cap: the device is
 taken to be large enough), and the driver's exact addresses, which decide ties between cached blocks of
 one size. Each new segment is placed below the previous ones: on an H200 with CUDA 13 and torch 2.11,
-cudaMalloc mostly hands out decreasing addresses, and with that order 8 recorded test histories replayed
+cudaMalloc mostly hands out decreasing addresses, and with that order 10 recorded test histories replayed
 with torch's very segment calls (with increasing addresses two took one segment more or fewer).
 """
 
@@ -75,7 +75,6 @@ class CachingAllocator(ExpandableSegments):
     def free_completed(self, block: Block) -> None:
         """``free_block``: merge with free neighbours of the same segment and cache the result."""
         pool = self.pools[block.small]
-        self.stats.active.decrease(block.size)
         self.stats.requested.decrease(block.requested)
         self._try_merge(pool, block, block.prev)
         self._try_merge(pool, block, block.next)
@@ -144,7 +143,6 @@ class CachingAllocator(ExpandableSegments):
             pool.insert(rest)
         block.requested = size
         self.stats.allocated.increase(block.size)
-        self.stats.active.increase(block.size)
         self.stats.requested.increase(size)
         return block
 

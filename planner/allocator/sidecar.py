@@ -36,6 +36,7 @@ class Sidecar(BaseModel):
     device_total_bytes: int
     max_memory_reserved: int
     max_memory_allocated: int
+    max_memory_requested: int | None = None
     harness_calls: list[HarnessCall] | None = None
 
     def config(self) -> AllocatorConfig:
