@@ -3,6 +3,7 @@
     qplan measure --suite core --out profiles/measurements/NAME.jsonl [--only NAME ...] [--shard i/n]
     qplan measure --model llama-2-7b --seq-len 2048 --rank 64 ... --out run.jsonl
     [--memory-cap 24GB] [--append | --force] [--timeout 900] [--log run.log] [--stop-after SECONDS]
+    [--history-dir DIR]
 
 One Measurement per scenario, one JSON line each, written as soon as it finishes. Each scenario runs in a
 fresh process (planner/measure/worker.py); an OOM is a result (status "oom" with its phase), not a failure.
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, help="append every worker's stderr here")
     parser.add_argument("--stop-after", type=float, metavar="SECONDS",
                         help="start no new scenario after this long (the rest are left out, not recorded)")
+    parser.add_argument("--history-dir", type=Path, metavar="DIR",
+                        help="also record each scenario's caching-allocator history: DIR/<scenario>.pickle.gz and "
+                             "DIR/<scenario>.json (planner/measure/history.py; one GPU only)")
     single = parser.add_argument_group("single scenario (with --model)")
     single.add_argument("--name", help="scenario name (default: made from the settings)")
     single.add_argument("--steps", type=int, default=3, help="optimizer steps; peaks are over all of them")
@@ -94,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise QPlanError(f"{args.out} exists: pass --append to add to it or --force to overwrite it")
     if args.timeout <= 0:
         raise QPlanError("--timeout must be positive")
+    if args.history_dir and any(s.gpus > 1 for s in scenarios):
+        raise QPlanError("--history-dir records one GPU's allocator: leave out the scenarios with gpus > 1")
     require_cuda(max(s.gpus for s in scenarios))
     if args.force:
         args.out.unlink(missing_ok=True)
@@ -111,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
         progress.update(task, description=scenarios[0].name)
         results = run_suite(Suite(name="cli", scenarios=scenarios), args.out, on_result=on_result,
-                            timeout=args.timeout, log=args.log, stop_after=args.stop_after)
+                            timeout=args.timeout, log=args.log, stop_after=args.stop_after,
+                            history_dir=args.history_dir)
     counts = {status: sum(m.status == status for m in results) for status in ("ok", "oom", "error")}
     console.print(f"{len(results)} scenarios: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error -> {args.out}")
     if len(results) < len(scenarios):

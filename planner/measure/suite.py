@@ -80,22 +80,32 @@ def select(scenarios: list[Scenario], only: list[str] | None = None, shard: str 
     return scenarios
 
 
-def worker_command(scenario: Scenario, result: Path, device: str = "cuda") -> list[str]:
+def history_file(history_dir: str | Path, scenario: Scenario) -> Path:
+    """Where a scenario's allocator history goes (planner.measure.history): ``DIR/<scenario>.pickle.gz``."""
+    return Path(history_dir) / f"{scenario.name}.pickle.gz"
+
+
+def worker_command(scenario: Scenario, result: Path, device: str = "cuda", history_dir: str | Path | None = None) -> list[str]:
     if scenario.gpus > 1:
+        if history_dir:
+            raise QPlanError(f"{scenario.name}: allocator histories are recorded on one GPU only (gpus > 1)")
         return fsdp.launch_command(scenario, result, device)
+    history = ["--history", str(history_file(history_dir, scenario))] if history_dir else []
     return [sys.executable, "-m", "planner.measure.worker", "--scenario", scenario.model_dump_json(),
-            "--result", str(result), "--device", device]
+            "--result", str(result), "--device", device, *history]
 
 
-def measure_one(scenario: Scenario, *, timeout: float = TIMEOUT_S, device: str = "cuda", log: Path | None = None) -> Measurement:
-    """Run the worker for one scenario; a crash or timeout becomes a ``status="error"`` record."""
+def measure_one(scenario: Scenario, *, timeout: float = TIMEOUT_S, device: str = "cuda", log: Path | None = None,
+                history_dir: str | Path | None = None) -> Measurement:
+    """Run the worker for one scenario; a crash or timeout becomes a ``status="error"`` record. With
+    ``history_dir``, the worker also records its allocator history there (planner.measure.history)."""
     with tempfile.TemporaryDirectory(prefix="qplan-measure-") as tmp:
         result = Path(tmp) / "result.json"
         stderr_path = Path(tmp) / "stderr.txt"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **alloc_env(scenario.settings)}
         with stderr_path.open("w") as stderr:
             try:
-                code = subprocess.run(worker_command(scenario, result, device), stdout=stderr, stderr=stderr,
+                code = subprocess.run(worker_command(scenario, result, device, history_dir), stdout=stderr, stderr=stderr,
                                       timeout=timeout, env=env).returncode
                 problem = None if code == 0 else f"worker exited with code {code}"
             except subprocess.TimeoutExpired:
@@ -116,7 +126,7 @@ def measure_one(scenario: Scenario, *, timeout: float = TIMEOUT_S, device: str =
 
 def run_suite(suite: Suite | list[Scenario], stream: str | Path, *, on_result: Callable[[Measurement], None] | None = None,
               timeout: float = TIMEOUT_S, device: str = "cuda", log: str | Path | None = None,
-              stop_after: float | None = None) -> list[Measurement]:
+              stop_after: float | None = None, history_dir: str | Path | None = None) -> list[Measurement]:
     """Measure every scenario in turn, appending each Measurement as one JSON line to ``stream`` (flushed
     and synced) before the next starts. With ``stop_after`` (seconds), no scenario is started once that
     much time has passed; the ones left are not recorded (run them later with ``--only``/``--append``)."""
@@ -128,7 +138,7 @@ def run_suite(suite: Suite | list[Scenario], stream: str | Path, *, on_result: C
     for scenario in scenarios:
         if stop_after is not None and time.monotonic() - started > stop_after:
             break
-        measurement = measure_one(scenario, timeout=timeout, device=device, log=log)
+        measurement = measure_one(scenario, timeout=timeout, device=device, log=log, history_dir=history_dir)
         with stream.open("a") as handle:
             handle.write(measurement.model_dump_json() + "\n")
             handle.flush()

@@ -6,9 +6,11 @@ allocator peaks. An out-of-memory error (torch's, cuBLAS's allocation failure, o
 exceeded outside the allocator) ends the run as ``status="oom"`` with the phase it happened in; any other
 failure as ``status="error"``. The Measurement is written to ``--result`` in every case; the exit code is
 0 once it is written, 2 for bad arguments. ``--device cpu`` runs the plumbing without a GPU (no memory
-numbers). A scenario with ``gpus > 1`` runs under ``torch.distributed.run`` with FSDP (see
-:mod:`planner.measure.fsdp`): each rank writes ``RESULT.rank<r>`` and exits 3 when its run failed, so the
-launcher stops the other ranks instead of leaving them in a collective."""
+numbers). ``--history PATH`` also records the caching allocator's whole history into PATH and a sidecar
+(:mod:`planner.measure.history`; one GPU only). A scenario with ``gpus > 1`` runs under
+``torch.distributed.run`` with FSDP (see :mod:`planner.measure.fsdp`): each rank writes ``RESULT.rank<r>``
+and exits 3 when its run failed, so the launcher stops the other ranks instead of leaving them in a
+collective."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from ..results import Measurement, Scenario
 from . import cap as caps
-from . import fsdp
+from . import fsdp, history
 from .configs import config_dir
 from .nvml import Nvml, PeakPoller
 from .tracker import PhaseTracker
@@ -44,8 +46,9 @@ def log(message: str) -> None:
 class Run:
     """State of one measurement while it runs, so a failure can still report what was reached."""
 
-    def __init__(self, scenario: Scenario, device: str):
-        self.scenario, self.device_kind = scenario, device
+    def __init__(self, scenario: Scenario, device: str, history_path: str | None = None):
+        self.scenario, self.device_kind, self.history_path = scenario, device, history_path
+        self.recorder = None
         self.record: dict = {"scenario": scenario}
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.distributed = scenario.gpus > 1
@@ -62,6 +65,7 @@ class Run:
                 raise RuntimeError("no CUDA device visible to the worker")
             torch.cuda.set_device(self.local_rank)
             torch.cuda.init()
+            self.recorder = history.start(torch, self.history_path)  # before the first CUDA allocation
             torch.empty(1, device="cuda")
             torch.cuda.synchronize()
             used = self.nvml.used()
@@ -189,14 +193,23 @@ def _paged_tensors() -> list:
     return list(GlobalPageManager.get_instance().paged_tensors)
 
 
-def measure(scenario: Scenario, device: str = "cuda") -> Measurement:
-    run = Run(scenario, device)
+def measure(scenario: Scenario, device: str = "cuda", history_path: str | None = None) -> Measurement:
+    run = Run(scenario, device, history_path)
     try:
         run.setup()
         run.run()
     except Exception as err:  # noqa: BLE001 - every failure becomes a record
         run.fail(err)
-    return run.finish()
+    result = run.finish()
+    if run.recorder is not None:
+        try:
+            sidecar = run.recorder.dump(result)
+            log(f"history: {sidecar.events} events, {sidecar.pickle_bytes} B -> {history_path}")
+        except Exception as err:  # noqa: BLE001 - the measurement stands without its history
+            log(f"history not written: {type(err).__name__}: {err}")
+    elif history_path:
+        log("--history needs a CUDA run: not recorded")
+    return result
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,17 +217,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", required=True, help="the Scenario as JSON")
     parser.add_argument("--result", required=True, help="where to write the Measurement (JSON)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--history", metavar="PATH", help="record the allocator history into PATH (.pickle.gz) "
+                        "and a sidecar .json beside it (planner.measure.history)")
     args = parser.parse_args(argv)
     try:
         args.scenario = Scenario.model_validate_json(args.scenario)
     except ValueError as err:
         parser.error(f"--scenario is not a valid Scenario: {err}")
+    if args.history and args.scenario.gpus > 1:
+        parser.error("--history records one GPU's allocator: not with gpus > 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = measure(args.scenario, args.device)
+    result = measure(args.scenario, args.device, args.history)
     path = Path(args.result)
     if args.scenario.gpus > 1:
         path = fsdp.rank_path(path, int(os.environ.get("RANK", 0)))
