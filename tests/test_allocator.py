@@ -374,9 +374,12 @@ def test_replay_of_a_recorded_history_matches_torch(sidecar):
     meta = read_sidecar(sidecar)
     history = sidecar.with_name(sidecar.name.removesuffix(".json") + ".pickle.gz")
     result = simulate(load_events(history, inserts=meta.inserts()), meta.config())
-    why = (f"simulated {result.device_allocs} device allocations, {result.device_frees} releases, "
-           f"{result.ooms} OOM; torch recorded {recorded_segment_calls(history)}")
-    assert result.unknown_frees == 0, why
-    assert result.allocated_peak_bytes == meta.max_memory_allocated, why
-    assert result.reserved_peak_bytes == pytest.approx(meta.max_memory_reserved, rel=0.005), why
-    assert meta.max_memory_requested in (None, result.requested_peak_bytes), why
+
+    def why() -> str:
+        return (f"simulated {result.device_allocs} device allocations, {result.device_frees} releases, "
+                f"{result.ooms} OOM; torch recorded {recorded_segment_calls(history)}")
+
+    assert result.unknown_frees == 0, why()
+    assert result.allocated_peak_bytes == meta.max_memory_allocated, why()
+    assert result.reserved_peak_bytes == pytest.approx(meta.max_memory_reserved, rel=0.005), why()
+    assert meta.max_memory_requested in (None, result.requested_peak_bytes), why()
