@@ -274,3 +274,25 @@ def test_the_page_renders_in_headless_chromium(tmp_path, plan_48):
     assert len(colours) > 50  # text, the bar's blues, greens and oranges, the lines: not a blank page
     nf4_blue = tuple(int(255 * c) for c in matplotlib.colormaps["Blues"](0.85)[:3])
     assert any(max(abs(a - b) for a, b in zip(rgb, nf4_blue)) <= 3 for _, rgb in colours)  # the figure is drawn
+
+
+def test_components_fall_into_their_colour_families():
+    expect = {"NF4 weights + double-quant constants": "frozen", "embeddings": "frozen", "lm_head": "frozen",
+              "4-bit quant_state (whole on every GPU)": "frozen", "LoRA adapters (fp32)": "training",
+              "gradients (accumulating)": "training", "optimizer state (paged, managed memory)": "training",
+              "autocast copies of LoRA weights": "training", "lm_head autocast bf16 copy": "step",
+              "activations kept for backward": "step", "dequantized weight (transient)": "step",
+              "logits + cross-entropy backward": "step", "allocator fragmentation": "overhead",
+              "CUDA context and other non-torch memory": "overhead", "cuBLAS workspace": "overhead"}
+    assert {name: figures.family(name) for name in expect} == expect
+
+
+def test_a_sharded_plan_is_drawn_per_gpu():
+    from planner.inputs.settings import Parallel
+
+    plan, request = priced(gpu="24GB", parallel=Parallel(gpus=3))
+    _, bar, _, _, curves = drawn(plan, request)
+    assert "each GPU" in bar.get_ylabel() and "each GPU" in curves.get_ylabel()
+    segments = by_gid(bar.patches, "component:")
+    assert sum(s.get_height() for s in segments) == pytest.approx(gib(plan.peak_bytes))
+    assert gib(plan.peak_bytes) < 24  # the per-GPU peak, not the three cards' total

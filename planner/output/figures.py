@@ -14,7 +14,8 @@ planning without ``--report`` never loads it (nor numpy)."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+import textwrap
+from dataclasses import dataclass
 
 from planner.errors import QPlanError
 from planner.inputs.units import gib
@@ -25,7 +26,7 @@ GIB_LABEL = "GiB (2**30 bytes)"
 
 # Component -> colour family, so that the stack reads as four groups: the frozen base, what training adds,
 # what the step computes, and what CUDA and the allocator keep beside the tensors.
-FROZEN = ("weights", "embeddings", "lm_head", "norms, biases", "bf16 copy")
+FROZEN = ("weights", "embeddings", "lm_head", "norms, biases", "bf16 copy", "quant_state")
 OVERHEAD = ("cuBLAS", "fragmentation", "CUDA context", "NCCL")
 TRAINING = ("LoRA", "trainable", "optimizer", "gradients", "autocast copies")
 FAMILIES = {"frozen": "Blues", "training": "Greens", "step": "Oranges", "overhead": "Greys"}
@@ -34,6 +35,8 @@ FAMILIES = {"frozen": "Blues", "training": "Greens", "step": "Oranges", "overhea
 def family(component: str) -> str:
     """Which colour family a breakdown component belongs to (by its name, as planner.memory names them)."""
     lowered = component.lower()
+    if "autocast" in lowered and "lora" not in lowered:  # lm_head's bf16 copy: made by the step, not stored
+        return "step"
     if any(word.lower() in lowered for word in OVERHEAD):
         return "overhead"
     if any(word.lower() in lowered for word in TRAINING) and "lm_head" not in lowered:
@@ -59,7 +62,7 @@ class Card:
     label: str
     usable_bytes: int
     budget_bytes: int
-    notes: list[str] = field(default_factory=list)
+    per_gpu: bool = False  # one of several GPUs: every number is per GPU
 
 
 def _matplotlib():
@@ -108,7 +111,7 @@ def breakdown_axes(ax, breakdown: dict[str, int], margin_bytes: int, card: Card)
     bottom = 0.0
     for name, size in breakdown.items():
         ax.bar(0, gib(size), bottom=bottom, width=0.55, color=colors[name], edgecolor="white", linewidth=0.4,
-               label=f"{name}: {gib(size):.2f}", gid=f"component:{name}")
+               label=textwrap.fill(f"{name}: {gib(size):.2f}", 46, subsequent_indent="  "), gid=f"component:{name}")
         bottom += gib(size)
     peak = bottom
     if margin_bytes:
@@ -131,7 +134,7 @@ def breakdown_axes(ax, breakdown: dict[str, int], margin_bytes: int, card: Card)
     ax.set_xlim(-0.85, 1.1)
     ax.set_ylim(0, top)
     ax.set_xticks([])
-    ax.set_ylabel(f"memory on the device, {GIB_LABEL}")
+    ax.set_ylabel(f"memory on {'each GPU' if card.per_gpu else 'the device'}, {GIB_LABEL}")
     ax.set_title("At the peak, against the card", loc="left", fontsize=11)
     _style(ax)
 
@@ -148,7 +151,7 @@ def timeline_axes(ax, points: list[tuple[str, int]], card: Card, *, stacks: list
     if stacks:
         if len(stacks) != len(points):
             raise ValueError("one stack per point")
-        groups = [fam for fam in FAMILIES if any(family(n) == fam for s in stacks for n in s)]
+        groups = [fam for fam in FAMILIES if any(family(n) == fam and v for s in stacks for n, v in s.items())]
         bottoms = [0.0] * len(points)
         from matplotlib import colormaps
 
@@ -216,7 +219,7 @@ def seq_len_axes(ax, curves: list[Curve], card: Card, *, chosen: tuple[int, int]
         ax.text(0.99, 0.98, f"lines leave the top: peaks up to {max(peaks):.0f} GiB", transform=ax.transAxes,
                 ha="right", va="top", fontsize=8, color=MARGIN, gid="clipped")
     ax.set_xlabel("seq_len (tokens per sequence), the recommender's grid")
-    ax.set_ylabel(f"peak on the device, {GIB_LABEL}")
+    ax.set_ylabel(f"peak on {'each GPU' if card.per_gpu else 'the device'}, {GIB_LABEL}")
     ax.set_title(title, loc="left", fontsize=11)
     ax.legend(loc="upper left", fontsize=8, ncols=2, framealpha=0.9)
     ax.grid(axis="x", alpha=0.3)
@@ -257,7 +260,8 @@ def plan_figure(data: Figures):
     timeline_axes(step, data.phases, data.card, stacks=data.phase_stacks, device_peak=data.device_peak)
     curves = fig.add_subplot(grid[1, :])
     seq_len_axes(curves, data.curves, data.card, chosen=data.chosen, title=data.curves_title)
-    fig.suptitle(data.title, x=0.01, ha="left", fontsize=12, fontweight="bold")
+    title = "\n".join(textwrap.fill(line, 118) for line in data.title.splitlines())
+    fig.suptitle(title, x=0.01, ha="left", fontsize=12, fontweight="bold")
     return fig
 
 

@@ -93,7 +93,8 @@ def _verdict(plan: Plan) -> str:
 def figures_data(plan: Plan, request: PlanRequest) -> Figures:
     s = plan.settings
     curves = seq_len_curves(plan, request)
-    card = Card(label=plan.gpu.label, usable_bytes=plan.gpu.usable_bytes, budget_bytes=plan.gpu.budget_bytes)
+    card = Card(label=plan.gpu.label, usable_bytes=plan.gpu.usable_bytes, budget_bytes=plan.gpu.budget_bytes,
+                per_gpu=plan.gpu.count > 1)
     others = (f"micro-batch {s.batch}, grad-accum {s.grad_accum}, {s.optim}, "
               f"checkpointing {'on' if s.gradient_checkpointing else 'off'}, {s.attn}")
     per_gpu = " per GPU" if plan.gpu.count > 1 else ""
