@@ -296,3 +296,17 @@ def test_a_sharded_plan_is_drawn_per_gpu():
     segments = by_gid(bar.patches, "component:")
     assert sum(s.get_height() for s in segments) == pytest.approx(gib(plan.peak_bytes))
     assert gib(plan.peak_bytes) < 24  # the per-GPU peak, not the three cards' total
+
+
+def test_the_committed_example_is_what_qplan_writes_now(tmp_path, plan_48):
+    """examples/report/: the page for ``qplan --model 70b --gpu 48GB`` (its text; the PNG's pixels depend on the
+    matplotlib build) and its Chromium screenshot, both small. Regenerate as examples/README.md says."""
+    from pathlib import Path
+
+    folder = Path(__file__).parents[1] / "examples" / "report"
+    page, shot = folder / "plan-70b-48gb.html", folder / "plan-70b-48gb.png"
+    assert page.stat().st_size < 400_000 and shot.stat().st_size < 400_000
+    assert png_size(shot.read_bytes()) == (1200, 1600)
+    plan, request = plan_48
+    strip = lambda text: re.sub(r"base64,[A-Za-z0-9+/=]*", "base64,...", text)  # noqa: E731
+    assert strip(page.read_text()) == strip(html_report(plan, b"")), "regenerate examples/report (examples/README.md)"
