@@ -164,3 +164,10 @@ def test_version_models_and_gpus(capsys):
     cards = {g["name"]: g for g in json.loads(capsys.readouterr().out)}
     assert cards["rtx4090"]["mib"] == 24564 and cards["t4"]["bf16"] is False
     assert main(["models"]) == 0 and "deepseek-v2-lite" in capsys.readouterr().out
+
+
+def test_a_full_finetune_that_does_not_fit_names_what_would(capsys):
+    assert main(["--model", "7b", "--gpu", "24GB", "--full", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not plan["fits"] and plan["alternatives"]
+    assert all("full fine-tune" in alt["summary"] and alt["kind"] != "more-gpus" for alt in plan["alternatives"])

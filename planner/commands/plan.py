@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=5, help="how many fitting settings to list")
     parser.add_argument("--profile", help="overhead profile name under profiles/overhead/")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
+    parser.add_argument("--report", help="also write pictures of the plan: PATH.html (self-contained page) or PATH.png")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --report file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,10 +56,18 @@ def run(args: argparse.Namespace) -> int:
         raise QPlanError(f"--cpu-offload: {first.get('ctx', {}).get('error', first['msg'])}") from None
     if not 1 <= args.target_batch <= 100_000 or not 1 <= args.top <= 1000:
         raise QPlanError("--target-batch must be between 1 and 100000 sequences, --top between 1 and 1000")
-    plan = price(PlanRequest.named(args.model, args.gpu, ecc=args.ecc, settings=settings, fixed=fixed, parallel=parallel,
+    if args.report:
+        from planner.output.report import check_report_path, write_report
+
+        check_report_path(args.report, args.force)
+    request = PlanRequest.named(args.model, args.gpu, ecc=args.ecc, settings=settings, fixed=fixed, parallel=parallel,
         target_batch=args.target_batch, max_rank=args.max_rank, margin=margin.parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,
-    )).plan
+    )
+    plan = price(request).plan
+    if args.report:  # written before stdout, whatever happens to it
+        for path in write_report(plan, request, args.report, force=args.force):
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:

@@ -98,7 +98,7 @@ def _sharded(arch, settings, overhead, gpus, strategy, cpu_offload) -> Estimate:
     single = estimate(arch, settings, overhead)
     frozen = frozen_weight_components(arch, settings)
     exact = exact_names(frozen, settings) | {MASTER}
-    quant_name, whole = next(iter(frozen)), quant_state_bytes(arch, settings)
+    quant_name, whole = next(iter(frozen), QUANT_STATE), quant_state_bytes(arch, settings)  # none: a full fine-tune
     outside = sum(size for name, size in frozen.items() if name in OUTSIDE_LAYERS)
     layer = (sum(frozen.values()) - outside - whole) // arch.layers
     if strategy == "fsdp":

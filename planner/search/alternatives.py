@@ -44,7 +44,8 @@ def alternatives(arch: Architecture, settings: TrainSettings, fixed: set[str], i
     reference = reference_settings(settings, fixed, arch)
     need = estimator_for(arch, Parallel())(reference)
     out: list[Alternative] = [alt for alt in (without_prepare(arch, settings, fixed, info, estimator_for),) if alt]
-    ref_text = f"r={reference.rank}, seq_len {reference.seq_len}, micro-batch {reference.batch}"
+    what = "full fine-tune" if reference.full_finetune else f"r={reference.rank}"
+    ref_text = f"{what}, seq_len {reference.seq_len}, micro-batch {reference.batch}"
     for card in catalog_gpus():
         if need.required_bytes <= budget_of(card):
             out.append(Alternative(
@@ -53,7 +54,7 @@ def alternatives(arch: Architecture, settings: TrainSettings, fixed: set[str], i
                 peak_bytes=need.device_peak, detail={"gpu": card.name, "settings": reference.model_dump()},
             ))
             break
-    more = fewest_gpus(arch, reference, info.budget_bytes, estimator_for)
+    more = None if reference.full_finetune else fewest_gpus(arch, reference, info.budget_bytes, estimator_for)  # QLoRA's
     if more:
         parallel, per_gpu = more
         host = f", {fmt_gib(per_gpu.host_bytes)} of host memory" if parallel.cpu_offload else ""
@@ -122,7 +123,8 @@ def largest_fitting_sibling(arch: Architecture, reference: TrainSettings, budget
             return Alternative(
                 kind="smaller-model",
                 summary=(f"{entry.slug} ({entry.params / 1e9:.1f} B params) fits this card: "
-                         f"r={reference.rank}, seq_len {reference.seq_len} peaks at {fmt_gib(est.device_peak)}"),
+                         f"{'full fine-tune' if reference.full_finetune else f'r={reference.rank}'}, seq_len "
+                         f"{reference.seq_len} peaks at {fmt_gib(est.device_peak)}"),
                 peak_bytes=est.device_peak, detail={"model": entry.slug},
             )
     return None
