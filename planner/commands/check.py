@@ -19,6 +19,7 @@ from planner.errors import QPlanError
 from planner.inputs.config_file import load_data, parse_config
 from planner.inputs.formats import FORMATS, translate
 from planner.inputs.settings import ALLOC_CONF, EXPANDABLE, expandable_in
+from planner.output.emit import EMITTERS as EMIT_FORMATS, emit_plan
 from planner.preflight import Priced, request_from_config, with_expandable_segments
 from planner.pricing import margin
 from planner.pricing.price import price
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (also read from this "
                              "shell's PYTORCH_CUDA_ALLOC_CONF)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
+    parser.add_argument("--emit", choices=EMIT_FORMATS,
+                        help="print the config after the smallest change that fits (as it is, when it fits) as that tool's config")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,12 +58,27 @@ def run(args: argparse.Namespace) -> int:
         where = "--expandable-segments" if args.expandable_segments else f"{ALLOC_CONF} of this shell"
         request = with_expandable_segments(request, f"planned for {ALLOC_CONF}={EXPANDABLE} ({where})")
     result = price(request)
+    if args.emit:
+        return emit_check(result, args.emit)
     if args.json:
         out = {"config": args.config, "format": translated.format, "fits": result.fits, "plan": result.plan.model_dump(mode="json"),
                "suggestion": result.suggestion.model_dump(mode="json") if result.suggestion else None}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         render_check(result, args.config, translated.format)
+    return 0 if result.fits else 1
+
+
+def emit_check(result: Priced, fmt: str) -> int:
+    """The settings that fit (after the smallest change, if any) as ``fmt``; exit 0 when the config fits as
+    written, 1 when it needs the change or nothing fits (then nothing is printed but the reason)."""
+    s = result.suggestion
+    if s is None and not result.fits:
+        sys.stderr.write("qplan: no change of this config fits this card, so there is nothing to emit (qplan check "
+                         "without --emit says what would work instead)\n")
+        return 1
+    why = "the smallest change (" + "; ".join(map(str, s.changes)) + ")" if s else "the config as written"
+    sys.stdout.write(emit_plan(result.plan, fmt, s.settings if s else None, s.peak_bytes if s else None, why))
     return 0 if result.fits else 1
 
 

@@ -14,6 +14,7 @@ from planner.commands._common import add_knob_arguments, settings_from_args
 from planner.errors import QPlanError
 from planner.inputs.settings import Parallel, Strategy
 from planner.pricing import margin
+from planner.output.emit import EMITTERS as EMIT_FORMATS, emit_plan
 from planner.pricing.price import PlanRequest, price
 from planner.search.grid import DEFAULT_MAX_RANK, RANKS
 from planner.search.recommend import PREFERENCES
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=5, help="how many fitting settings to list")
     parser.add_argument("--profile", help="overhead profile name under profiles/overhead/")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
+    parser.add_argument("--emit", choices=EMIT_FORMATS, help="print the plan's settings as that tool's config instead")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         target_batch=args.target_batch, max_rank=args.max_rank, margin=margin.parse_margin(args.margin), prefer=args.prefer,
         profile=args.profile, top=args.top,
     )).plan
-    if args.json:
+    if args.emit:
+        sys.stdout.write(emit_plan(plan, args.emit))
+    elif args.json:
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:
         from planner.output.render import render
