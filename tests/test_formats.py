@@ -221,3 +221,37 @@ def test_translate_keeps_qplan_configs_as_they_are():
     data = yaml.safe_load((EXAMPLES / "seed_65b_48gb.yaml").read_text())
     translated = translate(data)
     assert translated.format == "qplan" and translated.data is data and translated.spelling is None
+
+
+def test_no_gpu_anywhere_is_one_line_asking_for_one(capsys, monkeypatch):
+    def no_nvml(spec):
+        raise QPlanError("--gpu auto found no NVIDIA GPU here; give the card or its memory, like 24GB")
+
+    monkeypatch.setattr(preflight, "resolve_gpu", no_nvml)
+    code, out, err = check(capsys, FIXTURES / "llamafactory_qwen3_lora_sft_otfq.yaml")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "a llamafactory config names no GPU" in err and "give the card" in err
+
+
+def test_reader_types_values_under_the_tools_key():
+    from planner.inputs.formats.common import Reader
+
+    r = Reader({"lora_r": 8, "flag": "yes", "n": 0}, "tool", {"lora_r", "flag", "n", "missing"}, frozenset(), {})
+    assert r.positive("lora_r") == 8 and r.get("missing", 3) == 3 and r.defaulted == ["missing=3"]
+    with pytest.raises(QPlanError, match="tool flag: expected true/false, got yes"):
+        r.typed("flag", bool)
+    with pytest.raises(QPlanError, match="tool n: must be at least 1"):
+        r.positive("n")
+    with pytest.raises(QPlanError, match="tool lora_r: expected string"):
+        r.typed("lora_r", str)
+    with pytest.raises(QPlanError, match="tool deepspeed: partitions; qplan does not price it"):
+        Reader({"deepspeed": "z3.json"}, "tool", set(), frozenset(), {"deepspeed": "partitions"})
+    Reader({"deepspeed": None, "lr": 1e-4}, "tool", set(), frozenset({"lr"}), {"deepspeed": "partitions"})  # empty: accepted
+
+
+def test_mapped_writes_values_as_the_tool_spells_them():
+    from planner.inputs.config_file import Mapped
+    from planner.inputs.settings import TrainSettings
+
+    mapped = Mapped(settings=TrainSettings(), values={"gradient_checkpointing": lambda on: not on})
+    assert mapped.written_as("gradient_checkpointing", True) is False and mapped.written_as("rank", 8) == 8

@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
         if not 1 <= args.gpus <= 1024:
             raise QPlanError(f"--gpus {args.gpus}: must be between 1 and 1024")
         config = config.model_copy(update={"gpus": args.gpus})
-    request = request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin), spelling=spelling)
+    try:
+        request = request_from_config(config, gpu=args.gpu, margin=margin.parse_margin(args.margin), spelling=spelling)
+    except QPlanError as err:
+        if spelling is not None and args.gpu is None and "--gpu auto" in str(err):
+            raise QPlanError(f"a {translated.format} config names no GPU, so qplan looked for this machine's: {err}") from None
+        raise
     if args.expandable_segments or expandable_in(os.environ.get(ALLOC_CONF)):
         where = "--expandable-segments" if args.expandable_segments else f"{ALLOC_CONF} of this shell"
         request = with_expandable_segments(request, f"planned for {ALLOC_CONF}={EXPANDABLE} ({where})")
