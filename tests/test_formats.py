@@ -129,6 +129,7 @@ def test_trl_documented_qlora_with_bf16(tmp_path, capsys):
     assert (s["gradient_checkpointing"], s["prepare_kbit"], s["autocast"]) == (True, False, True)
     notes = "\n".join(result["plan"]["notes"])
     assert "chunked_nll" in notes and "packing is off" in notes and "max_length=1024" in notes
+    assert "lora_target_modules not set: peft's default for llama is q_proj, v_proj" in notes
 
 
 def test_axolotl_patch_names_axolotl_keys(tmp_path, capsys):

@@ -423,7 +423,9 @@ class _Mapping:
             if model_type not in PEFT_DEFAULT_TARGETS:
                 raise QPlanError(f"{label}.target_modules is not set and peft has no default for model_type {model_type!r}: list the modules")
             targets = PEFT_DEFAULT_TARGETS[model_type]
-            notes.append(f"{label}.target_modules not set: peft's default for {model_type} is {', '.join(targets)}")
+            key = f"{label}.target_modules"
+            key = self.spelling.keys.get(key, key) if self.spelling else key
+            notes.append(f"{key} not set: peft's default for {model_type} is {', '.join(targets)}")
         if not isinstance(targets, str) and any("." in str(t) for t in targets):
             # peft matches a target on the module name or a dotted suffix of it; once injected, peft stores
             # "all-linear" as the full module paths (model.layers.0.mlp.down_proj ...)
