@@ -20,7 +20,7 @@ from planner.errors import QPlanError
 from planner.inputs.architecture import Architecture, from_config
 from planner.memory.runtime import as_run
 from planner.inputs.catalog import resolve_model
-from planner.inputs.config_file import SECTIONS, RunConfig, parse_config, to_settings
+from planner.inputs.config_file import SECTIONS, RunConfig, Spelling, parse_config, to_settings
 from planner.inputs.gpus import Gpu, resolve_gpu
 from planner.inputs.settings import ALLOC_CONF, EXPANDABLE, Parallel, expandable_in
 from planner.inputs.units import fmt_gib
@@ -55,11 +55,12 @@ def resolve_arch(model: Any) -> Architecture:
 
 def request_from_config(config: RunConfig, *, arch: Architecture | None = None, gpu: str | Gpu | None = None,
                         ecc: str | None = None, margin: float | None = None,
-                        labels: Mapping[str, str] | None = None) -> PlanRequest:
+                        labels: Mapping[str, str] | None = None, spelling: Spelling | None = None) -> PlanRequest:
     """The exact-pricing request of a config (``qplan check``): its model, card (``gpu`` and ``ecc`` override
-    the config's), GPU count and mapped settings."""
+    the config's), GPU count and mapped settings; ``spelling``: the config was another tool's (its keys in
+    patches)."""
     arch = arch or resolve_arch(config.model)
-    mapped = to_settings(config, arch.model_type, labels)
+    mapped = to_settings(config, arch.model_type, labels, spelling)
     gpu = gpu if gpu is not None else config.gpu
     ecc = ecc if ecc is not None else config.ecc
     return PlanRequest(arch=arch, gpu=gpu if isinstance(gpu, Gpu) else resolve_gpu(gpu, ecc=ecc), settings=mapped.settings,

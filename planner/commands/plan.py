@@ -15,6 +15,7 @@ from planner.errors import QPlanError
 from planner.inputs.gpus import ECC_MODES
 from planner.inputs.settings import Parallel, Strategy
 from planner.pricing import margin
+from planner.output.emit import EMITTERS as EMIT_FORMATS, emit_plan
 from planner.pricing.price import PlanRequest, price
 from planner.search.grid import DEFAULT_MAX_RANK, RANKS
 from planner.search.recommend import PREFERENCES
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
     parser.add_argument("--report", help="also write pictures of the plan: PATH.html (self-contained page) or PATH.png")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --report file")
+    parser.add_argument("--emit", choices=EMIT_FORMATS, help="print the plan's settings as that tool's config instead")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report:  # written before stdout, whatever happens to it
         for path in write_report(plan, request, args.report, force=args.force):
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
-    if args.json:
+    if args.emit:
+        sys.stdout.write(emit_plan(plan, args.emit))
+    elif args.json:
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:
         from planner.output.render import render

@@ -32,7 +32,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -258,6 +258,11 @@ def parse_config(data: Any, source: str = "config", labels: Mapping[str, str] | 
 
 def load_config_file(path: str | Path) -> RunConfig:
     """Read a ``.yaml``/``.yml`` (pyyaml, imported here) or ``.json`` training config. Read only."""
+    return parse_config(load_data(path), source=str(path))
+
+
+def load_data(path: str | Path) -> Any:
+    """The parsed YAML/JSON of a config file (any tool's), refusing duplicate keys and deep nesting. Read only."""
     path = Path(path)
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise QPlanError(f"{path}: a config must be .yaml, .yml or .json")
@@ -266,7 +271,7 @@ def load_config_file(path: str | Path) -> RunConfig:
         data = _load_yaml(text, path) if path.suffix.lower() in (".yaml", ".yml") else _load_json(text, path)
     except RecursionError:
         raise QPlanError(f"{path} nests too deeply to be a training config") from None
-    return parse_config(data, source=str(path))
+    return data
 
 
 def _load_json(text: str, path: Path) -> Any:
@@ -314,6 +319,18 @@ PEFT_DEFAULT_TARGETS = {t: ("q_proj", "v_proj") for t in ("llama", "mistral", "m
 
 
 @dataclass
+class Spelling:
+    """How another tool's config (axolotl, LLaMA-Factory, trl; :mod:`planner.inputs.formats`) spells the
+    knobs that were read into a :class:`RunConfig`, so that a patch names the tool's own keys."""
+
+    format: str = "qplan"
+    keys: dict[str, str] = field(default_factory=dict)  # "training.per_device_train_batch_size" -> "micro_batch_size"
+    values: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # TrainSettings field -> qplan value -> the tool's
+    update: dict[str, Any] = field(default_factory=dict)  # TrainSettings fields the tool sets outside the HF sections
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Mapped:
     """A config as :class:`TrainSettings`, plus where each knob was written (for patches)."""
 
@@ -322,12 +339,21 @@ class Mapped:
     paths: dict[str, str] = field(default_factory=dict)  # TrainSettings field -> "training.max_seq_length"
     written: dict[str, Any] = field(default_factory=dict)  # TrainSettings field -> the value as written
     notes: list[str] = field(default_factory=list)
+    values: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # see Spelling.values
+
+    def written_as(self, setting: str, value: Any) -> Any:
+        """A TrainSettings value as the config's own key takes it (LLaMA-Factory's
+        ``disable_gradient_checkpointing`` is the negation of ``gradient_checkpointing``)."""
+        spell = self.values.get(setting)
+        return spell(value) if spell else value
 
 
-def to_settings(config: RunConfig, model_type: str, labels: Mapping[str, str] | None = None) -> Mapped:
+def to_settings(config: RunConfig, model_type: str, labels: Mapping[str, str] | None = None,
+                spelling: Spelling | None = None) -> Mapped:
     """Map the sections to :class:`TrainSettings`. ``model_type`` picks peft's default target modules;
-    ``labels`` renames the sections in messages (the Python API says ``training_args`` for ``training``)."""
-    mapping = _Mapping(config, labels)
+    ``labels`` renames the sections in messages (the Python API says ``training_args`` for ``training``);
+    ``spelling`` names the knobs as another tool's config wrote them."""
+    mapping = _Mapping(config, labels, spelling)
     mapping.quantization()
     mapping.lora(model_type)
     mapping.training()
@@ -337,8 +363,8 @@ def to_settings(config: RunConfig, model_type: str, labels: Mapping[str, str] | 
 class _Mapping:
     """One config on its way to :class:`TrainSettings`: a method per section, then :meth:`finish`."""
 
-    def __init__(self, config: RunConfig, labels: Mapping[str, str] | None):
-        self.config = config
+    def __init__(self, config: RunConfig, labels: Mapping[str, str] | None, spelling: Spelling | None = None):
+        self.config, self.spelling = config, spelling
         self.label = {name: (labels or {}).get(name, name) for name in SECTIONS}
         self.quant, self.lora_section, self.train = config.quantization or Quantization(), config.lora, config.training
         if self.lora_section is None:
@@ -350,7 +376,7 @@ class _Mapping:
                 "take max_seq_length=...)"
             )
         self.sections = {"quantization": self.quant, "lora": self.lora_section, "training": self.train}
-        self.out = Mapped(settings=TrainSettings())
+        self.out = Mapped(settings=TrainSettings(), values=dict(spelling.values) if spelling else {})
         self.values: dict[str, Any] = {}
         self.defaulted: list[str] = []
 
@@ -358,8 +384,9 @@ class _Mapping:
         """Set ``setting`` from ``section.key``, remembering where it was written (or that a default was used)."""
         out = self.out
         self.values[setting] = value
-        out.paths[setting] = f"{self.label[section]}.{key}"
-        out.written[setting] = value if written is None else written
+        path = f"{self.label[section]}.{key}"
+        out.paths[setting] = self.spelling.keys.get(path, path) if self.spelling else path
+        out.written[setting] = out.written_as(setting, value if written is None else written)
         if key in self.sections[section].model_fields_set:
             out.fixed.add(setting)
         elif note_default:
@@ -400,7 +427,9 @@ class _Mapping:
             if model_type not in PEFT_DEFAULT_TARGETS:
                 raise QPlanError(f"{label}.target_modules is not set and peft has no default for model_type {model_type!r}: list the modules")
             targets = PEFT_DEFAULT_TARGETS[model_type]
-            notes.append(f"{label}.target_modules not set: peft's default for {model_type} is {', '.join(targets)}")
+            key = f"{label}.target_modules"
+            key = self.spelling.keys.get(key, key) if self.spelling else key
+            notes.append(f"{key} not set: peft's default for {model_type} is {', '.join(targets)}")
         if not isinstance(targets, str) and any("." in str(t) for t in targets):
             # peft matches a target on the module name or a dotted suffix of it; once injected, peft stores
             # "all-linear" as the full module paths (model.layers.0.mlp.down_proj ...)
@@ -437,7 +466,7 @@ class _Mapping:
                   "activation_checkpointing" if train.activation_checkpointing is not None else "gradient_checkpointing",
                   bool(train.checkpointing) or by_prepare, bool(train.checkpointing), note_default=not by_prepare)
         self.values["attn"] = config.attn_implementation
-        if not (train.packing or train.padding_free):
+        if not (train.packing or train.padding_free) and self.spelling is None:  # a tool's reader words its own
             notes.append(
                 "packing is off: each micro-batch is padded to its longest sequence, at worst max_seq_length; "
                 f"the plan assumes every sequence is {train.seq_len} tokens"
@@ -447,6 +476,9 @@ class _Mapping:
         out = self.out
         if self.defaulted:
             out.notes.append("not set, library defaults used: " + ", ".join(self.defaulted))
+        if self.spelling:
+            self.values.update(self.spelling.update)
+            out.notes[:0] = self.spelling.notes
         try:
             out.settings = TrainSettings(**self.values)
         except ValidationError as err:

@@ -146,4 +146,5 @@ def price(request: PlanRequest) -> Priced:
 
 def _mapped(mapped: Mapped, settings: TrainSettings) -> Mapped:
     """The mapped config with the settings the recipe will run (its dtype fallback)."""
-    return Mapped(settings=settings, fixed=mapped.fixed, paths=mapped.paths, written=mapped.written, notes=mapped.notes)
+    return Mapped(settings=settings, fixed=mapped.fixed, paths=mapped.paths, written=mapped.written, notes=mapped.notes,
+                  values=mapped.values)

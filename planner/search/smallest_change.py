@@ -139,5 +139,5 @@ def _fit(settings: TrainSettings, estimator: Estimator, budget: int, seqs: list[
 
 def _changes(mapped: Mapped, kinds: tuple[str, ...], new: TrainSettings) -> list[Change]:
     # every TrainSettings.optim name is also a TrainingArguments.optim name, so values are written as they are
-    return [Change(field=mapped.paths[setting], old=mapped.written[setting], new=getattr(new, setting))
+    return [Change(field=mapped.paths[setting], old=mapped.written[setting], new=mapped.written_as(setting, getattr(new, setting)))
             for kind in kinds for setting in FIELDS[kind]]
