@@ -41,7 +41,7 @@ class Twins:
         if thread not in self._handles:
             recorder.see(out)  # the output is allocated before the kernel asks for its handle
             self._handles.add(thread)
-            recorder.reserve_block(CUBLAS_WORKSPACE_SM90)
+            recorder.reserve_block(CUBLAS_WORKSPACE_SM90, "cublas_workspace")
         return out
 
     def gemm_4bit(self, recorder, func, args, kwargs):

@@ -13,7 +13,8 @@ of fake CUDA tensors into the caching allocator's request stream.
 
 Events are the dicts ``planner.allocator`` replays: ``{"action", "addr", "size", "stream"}`` with
 ``alloc``, then ``free_requested`` immediately followed by ``free_completed``; every request is on the
-default stream (0), as in the recipe.
+default stream (0), as in the recipe. An ``alloc`` also names the op that made it (``"op"``), as the
+frames of a real allocator history do.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ class Recorder(TorchDispatchMode):
         self.allocated = self.allocated_rounded = 0
         self.peak = self.peak_rounded = 0
         self._managed_depth = 0
+        self._op = "load"
 
     # -- dispatch -----------------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        self._op = func.__name__
         twin = self.twins.get(func)
         out = twin(self, func, args, kwargs) if twin else func(*args, **kwargs)
         for leaf in tree_leaves(out):
@@ -92,17 +95,17 @@ class Recorder(TorchDispatchMode):
             self._managed_depth -= 1
 
     # -- events -------------------------------------------------------------------------------------
-    def reserve_block(self, size: int) -> int:
+    def reserve_block(self, size: int, kernel: str) -> int:
         """An allocation a kernel makes that no tensor shows (cuBLAS workspace, kernel scratch); returns
         its addr for :meth:`release_block`."""
-        return self._alloc(size)
+        return self._alloc(size, kernel)
 
     def release_block(self, addr: int, size: int) -> None:
         self._free_addr(addr, size)
 
-    def _alloc(self, size: int) -> int:
+    def _alloc(self, size: int, op: str | None = None) -> int:
         addr, self._next = self._next, self._next + 1
-        self.events.append({"action": "alloc", "addr": addr, "size": size, "stream": 0})
+        self.events.append({"action": "alloc", "addr": addr, "size": size, "stream": 0, "op": op or self._op})
         self.allocated += size
         self.allocated_rounded += rounded(size)
         self.peak = max(self.peak, self.allocated)

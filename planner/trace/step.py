@@ -10,6 +10,8 @@ Three calls cannot run on fake tensors as they are, and are answered narrowly wh
   them (a kernel launch and ``cudaMemPrefetchAsync``) allocate nothing and are skipped.
 - ``functional.create_dynamic_map`` (the 8-bit optimizer's and double quantization's code tables) builds
   its table with ``.tolist()``; it runs on real CPU tensors and the result is handed to the fake mode.
+  bitsandbytes keeps the device copy in the module-level ``functional.name2qmap`` (1 KiB, made at the
+  first double quantization); each trace starts with it empty, as a fresh process does.
 - ``torch.utils.swap_tensors``, which ``nn.Module._apply`` uses for every FakeTensor parameter (peft's
   ``_move_adapter_to_device_of_base_layer``, ``cast_adapter_dtype``), refuses tensors with weak references,
   and FakeTensorMode's converter memo (``meta_utils.py:MetaConverter.tensor_memo``, a cache of converted
@@ -48,7 +50,8 @@ def bnb_on_fake_gpu(recorder, fake_mode):
         return out
 
     with mock.patch.object(F, "create_dynamic_map", create_dynamic_map), mock.patch.object(F, "get_paged", get_paged), \
-            mock.patch.object(F, "fill", lambda *a, **k: None), mock.patch.object(F, "prefetch_tensor", lambda *a, **k: None):
+            mock.patch.object(F, "fill", lambda *a, **k: None), mock.patch.object(F, "prefetch_tensor", lambda *a, **k: None), \
+            mock.patch.dict(F.name2qmap, clear=True):
         yield
 
 
