@@ -67,19 +67,20 @@ def insertions(short: list[tuple], long: list[tuple]) -> list[tuple]:
         b = long[j] if j < len(long) else None
         if a == b:
             i, j = i + 1, j + 1
-        elif a and b and a[0] == b[0] == "a" and a[2] == b[2] and _agreement(short, long, i + 1, j + 1) >= min(2, len(short) - i - 1):
+            continue
+        period = _period_at(short, long, i, j, extra)
+        if period is not None:
+            found.append((i, "block", long[j:j + period]))
+            extra -= period
+            j += period
+        elif a and b and a[0] == b[0] == "a" and a[2] == b[2]:
             found.append((i, "grow", b[1] - a[1]))
             i, j = i + 1, j + 1
         elif a and b and a[0] == b[0] == "F" and (change := _batch_change(a[1], b[1])) is not None:
             found.append((i, "batch", change))
             i, j = i + 1, j + 1
         else:
-            period = _period_at(short, long, i, j, extra)
-            if period is None:
-                raise TraceUnavailable(f"the traces of n and n+1 layers differ by more than repeated blocks (token {j})")
-            found.append((i, "block", long[j:j + period]))
-            extra -= period
-            j += period
+            raise TraceUnavailable(f"the traces of n and n+1 layers differ by more than repeated blocks (token {j})")
     return found
 
 
@@ -99,12 +100,12 @@ def _batch_change(small: tuple, large: tuple):
 
 def _period_at(short, long, i: int, j: int, extra: int) -> int | None:
     """The period of the run ``long`` is in at ``j`` after which ``long`` agrees longest with ``short`` at
-    ``i`` (the first that agrees for ``WINDOW`` tokens, or to the end)."""
+    ``i`` (the first that agrees for ``WINDOW`` tokens, or to the end); ``None`` when no period agrees at all."""
     best, best_agree = None, 0
     for k in range(1, min(extra, j) + 1):
         if long[j - k:j] == long[j:j + k]:
             agree = _agreement(short, long, i, j + k)
-            if agree > best_agree:
+            if agree > best_agree or (best is None and i == len(short)):
                 best, best_agree = k, agree
             if agree >= min(WINDOW, len(short) - i):
                 break
@@ -112,15 +113,22 @@ def _period_at(short, long, i: int, j: int, extra: int) -> int | None:
 
 
 def _agreement(short, long, i: int, j: int) -> int:
-    """Tokens from ``short[i]`` and ``long[j]`` on of the same kind (and op, for allocs) and phase."""
+    """How many tokens from ``short[i]`` and ``long[j]`` on are equal (the first may be the same request
+    grown, or a batch of frees with more in it)."""
     n = 0
-    while n < WINDOW and i + n < len(short) and j + n < len(long) and _alike(short[i + n], long[j + n]):
+    while n < WINDOW and i + n < len(short) and j + n < len(long):
+        a, b = short[i + n], long[j + n]
+        if not (a == b or (n == 0 and _changed(a, b))):
+            break
         n += 1
     return n
 
 
-def _alike(a: tuple, b: tuple) -> bool:
-    return a == b or (a[0] == b[0] == "a" and a[2] == b[2]) or a[0] == b[0] == "F"
+def _changed(a: tuple, b: tuple) -> bool:
+    """``b`` is ``a`` grown: the same request larger, or a batch of frees with more (or larger) frees."""
+    if a[0] == b[0] == "a":
+        return a[2] == b[2]
+    return a[0] == b[0] == "F" and _batch_change(a[1], b[1]) is not None
 
 
 def extend(short: list[tuple], found: list[tuple], copies: int) -> list[tuple]:

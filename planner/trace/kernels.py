@@ -10,11 +10,22 @@ requests in the same order (see ``recorder.py``). Each twin takes ``(recorder, f
   (``aten/src/ATen/cuda/CublasHandlePool.cpp``, ``getChosenWorkspaceSize``: 4096 KiB x 8 on sm90;
   cublasLt shares it). The autograd engine runs CUDA backward on its own device thread, so a training
   step makes two.
+- Attention: a CPU build has no CUDA ``_fused_sdp_choice``, so ``scaled_dot_product_attention`` on fake
+  CUDA tensors would take the math kernel. :func:`sdpa_as_on_h200` routes what an H200 runs with flash
+  attention (``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``: flash first in the default
+  order; fp16/bf16, no mask, head dim at most 256 and a multiple of 8, grouped-query heads allowed) to
+  ``_scaled_dot_product_flash_attention`` as ``attention.cpp:scaled_dot_product_attention`` does (after
+  autocast's cast of q, k, v to the autocast dtype, which comes first on the GPU too), and
+  its backward twin adds what flash-attention 2's ``mha_bwd`` (``flash_api.cpp``) allocates besides
+  dq, dk, dv: ``softmax_d`` (fp32, sequence rounded up to 128), ``dq_accum`` (fp32, head dim rounded up
+  to 32) and, for grouped-query heads, full-head ``dk_expanded`` / ``dv_expanded``, freed on return.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from unittest import mock
 
 import torch
 
@@ -34,6 +45,7 @@ class Twins:
         aten = torch.ops.aten
         self.table = {op: self.cublas for op in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default)}
         self.table[torch.ops.bitsandbytes.gemm_4bit.default] = self.gemm_4bit
+        self.table[aten._scaled_dot_product_flash_attention_backward.default] = self.flash_backward
 
     def cublas(self, recorder, func, args, kwargs):
         out = func(*args, **kwargs)
@@ -54,6 +66,50 @@ class Twins:
         if M <= GEMM_4BIT_CUSTOM_FLOOR_M:
             return func(*args, **kwargs)
         raise TraceUnavailable(f"bitsandbytes picks its 4-bit GEMM kernel for {M} rows by a per-shape table; trace {GEMM_4BIT_SM90_FALLBACK_M + 1}+ tokens per micro-batch")
+
+
+    def flash_backward(self, recorder, func, args, kwargs):
+        grads = func(*args, **kwargs)
+        for grad in grads:
+            recorder.see(grad)
+        query, key = args[1], args[2]
+        batch, heads, seq_q, head_dim = query.shape
+        kv_heads, seq_k = key.shape[1], key.shape[2]
+        seq_rounded = -(-seq_q // 128) * 128
+        head_rounded = -(-head_dim // 32) * 32 if head_dim <= 192 else 256
+        scratch = [("softmax_d", batch * heads * seq_rounded * 4), ("dq_accum", batch * seq_rounded * heads * head_rounded * 4)]
+        if kv_heads != heads:
+            expanded = batch * seq_k * heads * head_dim * query.element_size()
+            scratch += [("dk_expanded", expanded), ("dv_expanded", expanded)]
+        blocks = [(recorder.reserve_block(size, name), size) for name, size in scratch]
+        for addr, size in reversed(blocks):
+            recorder.release_block(addr, size)
+        return grads
+
+
+@contextlib.contextmanager
+def sdpa_as_on_h200(notes: list[str]):
+    """``torch.nn.functional.scaled_dot_product_attention`` choosing flash attention where an H200 does;
+    other calls keep torch's function (the math kernel here) and leave a note."""
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if torch.is_autocast_enabled("cuda"):  # autocast_mode.cpp: KERNEL_CUDA(scaled_dot_product_attention, lower_precision_fp)
+            dtype = torch.get_autocast_dtype("cuda")
+            query, key, value = (t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t for t in (query, key, value))
+        head_dim, heads, kv_heads = query.shape[-1], query.shape[1], key.shape[1]
+        flash = (attn_mask is None and query.dtype in (torch.float16, torch.bfloat16) and query.dim() == 4
+                 and head_dim <= 256 and head_dim % 8 == 0 and value.shape[-1] == head_dim
+                 and (heads == kv_heads or (enable_gqa and heads % kv_heads == 0)))
+        if flash:
+            return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False, scale=scale)[0]
+        note = f"attention traced with torch's math kernel ({query.dtype}, mask {attn_mask is not None}); an H200 may pick another"
+        if note not in notes:
+            notes.append(note)
+        return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+
+    with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", sdpa):
+        yield
 
 
 def _dequant_linear_fallback(

@@ -42,9 +42,10 @@ class Recorder(TorchDispatchMode):
         self.twins = twins
         self.events: list[dict] = []
         self.phases: list[dict] = []
+        self.notes: list[str] = []
         self.live: dict[int, tuple[int, int]] = {}  # StorageImpl address -> (addr id, bytes)
         self.managed: dict[int, int] = {}  # storages in managed memory (paged optimizer state): bytes
-        self.managed_bytes = self._next = 0
+        self.managed_bytes = self._next = self.requests = 0
         self.allocated = self.allocated_rounded = 0
         self.peak = self.peak_rounded = 0
         self._managed_depth = 0
@@ -105,6 +106,7 @@ class Recorder(TorchDispatchMode):
 
     def _alloc(self, size: int, op: str | None = None) -> int:
         addr, self._next = self._next, self._next + 1
+        self.requests += 1
         self.events.append({"action": "alloc", "addr": addr, "size": size, "stream": 0, "op": op or self._op})
         self.allocated += size
         self.allocated_rounded += rounded(size)

@@ -2,7 +2,7 @@
 GPU: the same adapter (``attach_adapter``), optimizer (``make_optimizer``: the Trainer's own mapping of
 ``optim``), batches, autocast, loss, backward, clipping, ``step`` and ``zero_grad(set_to_none=True)``.
 
-Three calls cannot run on fake tensors as they are, and are answered narrowly while the step runs:
+Four calls cannot run on fake tensors as they are, and are answered narrowly while the step runs:
 
 - bitsandbytes' paged buffers (``functional.get_paged``: ``cudaMallocManaged`` wrapped as a CPU tensor,
   outside the caching allocator) become fake CUDA tensors born in the recorder's managed-memory scope,
@@ -16,6 +16,10 @@ Three calls cannot run on fake tensors as they are, and are answered narrowly wh
   ``_move_adapter_to_device_of_base_layer``, ``cast_adapter_dtype``), refuses tensors with weak references,
   and FakeTensorMode's converter memo (``meta_utils.py:MetaConverter.tensor_memo``, a cache of converted
   inputs) holds some; the two tensors' memo entries are dropped before the swap.
+- ``transformers.masking_utils.find_packed_sequence_indices`` cannot read fake position ids (it checks
+  ``is_tracing``, true for any FakeTensor, and then keeps a packed-sequence mask, which turns SDPA's
+  ``is_causal`` path into a materialized mask). The harness passes no ``position_ids``, so every row is one
+  sequence 0..s-1, for which it returns ``None`` on the GPU; it returns ``None`` here.
 """
 
 from __future__ import annotations
@@ -69,6 +73,15 @@ def swappable_fakes(fake_mode):
         return real_swap(t1, t2)
 
     with mock.patch.object(torch.utils, "swap_tensors", swap_tensors):
+        yield
+
+
+@contextlib.contextmanager
+def one_sequence_per_row():
+    """The fourth answer of the module docstring."""
+    from transformers import masking_utils
+
+    with mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None):
         yield
 
 
