@@ -50,6 +50,7 @@ class Recorder(TorchDispatchMode):
         self.peak = self.peak_rounded = 0
         self._managed_depth = 0
         self._op = "load"
+        self.closed = False
 
     # -- dispatch -----------------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -64,7 +65,7 @@ class Recorder(TorchDispatchMode):
 
     def see(self, tensor) -> None:
         """Record the storage of ``tensor`` if it is new (or resized) CUDA memory."""
-        if tensor.device.type != "cuda":
+        if tensor.device.type != "cuda" or self.closed:
             return
         storage = tensor.untyped_storage()
         key, size = storage._cdata, storage.nbytes()
@@ -116,7 +117,7 @@ class Recorder(TorchDispatchMode):
 
     def _died(self, key: int) -> None:
         entry = self.live.pop(key, None)
-        if entry is not None:
+        if entry is not None and not self.closed:
             self._free_addr(*entry)
 
     def _free_addr(self, addr: int, size: int) -> None:
@@ -131,6 +132,11 @@ class Recorder(TorchDispatchMode):
         self.close_phase()
         self.phases.append({"name": name, "start": len(self.events), "end": None,
                             "allocated_at_start": self.allocated_rounded, "peak_rounded": self.allocated_rounded})
+
+    def close(self) -> None:
+        """End the trace: what dies later (the model and optimizer, when the caller lets go) is not recorded."""
+        self.close_phase()
+        self.closed = True
 
     def close_phase(self) -> None:
         if self.phases and self.phases[-1]["end"] is None:

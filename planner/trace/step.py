@@ -124,4 +124,3 @@ def train(model, optimizer, settings: TrainSettings, recorder, steps: int, micro
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        recorder.close_phase()
