@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 from ..commands.plan import add_knob_arguments, settings_from_args
@@ -40,6 +42,16 @@ def _config(path: Path) -> dict:
         raise QPlanError(f"cannot read {path}: {error}") from None
 
 
+def _quiet() -> None:
+    """The libraries' deprecation warnings and load-time logs are about the recipe, not the trace."""
+    warnings.filterwarnings("ignore")
+    for name in ("bitsandbytes", "peft", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -47,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps < 1:
             raise QPlanError("--steps must be at least 1")
         config = _config(args.config)
+        _quiet()
         from . import trace_step
 
         trace = trace_step(config, settings, steps=args.steps, full=args.full_trace or args.events_out is not None)
@@ -60,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"allocated peak {fmt_gib(trace.allocated_peak_bytes)} GiB ({trace.allocated_peak_bytes:,} B; "
+        print(f"allocated peak {fmt_gib(trace.allocated_peak_bytes)} ({trace.allocated_peak_bytes:,} B; "
               f"unrounded {trace.allocated_peak_unrounded_bytes:,} B), {trace.requests:,} requests, "
-              f"paged optimizer state {fmt_gib(trace.paged_bytes)} GiB; {trace.traced}")
+              f"paged optimizer state {fmt_gib(trace.paged_bytes)}; {trace.traced}")
         for note in trace.notes:
             print(f"note: {note}")
     return 0
