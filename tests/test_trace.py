@@ -156,6 +156,27 @@ def test_cli_prints_one_line_on_failure_and_the_peak_on_success(tmp_path):
     assert sum(1 for e in stream if e["action"] == "alloc") == summary_json["requests"]
 
 
+def test_compare_finds_where_a_history_parts(fake_cuda, tmp_path):
+    """A history made of the trace's own events compares equal; one with an extra large request parts there."""
+    import gzip
+    import pickle
+
+    from planner.trace.compare import compare
+
+    trace = trace_step(TINY, TINY_SETTINGS.model_copy(update={"grad_accum": 1}), steps=1)
+    history = [dict(e, time_us=0, frames=[]) for e in trace.events]
+    same, parted = tmp_path / "same.pickle.gz", tmp_path / "parted.pickle.gz"
+    pickle.dump({"device_traces": [history]}, gzip.open(same, "wb"))
+    first_large = next(i for i, e in enumerate(history) if e["action"] == "alloc" and e["size"] >= 1 << 20)
+    extra = [{"action": "alloc", "addr": -1, "size": 3 << 20, "stream": 0}, {"action": "free_completed", "addr": -1, "size": 3 << 20, "stream": 0}]
+    pickle.dump({"device_traces": [history[:first_large + 1] + extra + history[first_large + 1:]]}, gzip.open(parted, "wb"))
+    result = compare(trace.stream, same)
+    assert (result["peak_difference"], result["large_order_parts_at"]) == (0, None)
+    assert result["allocated_peak_trace"] == trace.allocated_peak_bytes
+    result = compare(trace.stream, parted)
+    assert result["large_order_parts_at"] == 1 and result["large_only_in_history"] == [(3 << 20, 1)]
+
+
 def test_planner_trace_imports_no_torch():
     code = "import sys, planner.trace; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -5,7 +5,7 @@ torch is imported only when a trace is asked for."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from ..settings import TrainSettings
 from .errors import TraceUnavailable
@@ -29,6 +29,13 @@ class Trace(BaseModel):
     paged_bytes: int = Field(description="bitsandbytes paged optimizer state (managed memory, not in the stream)")
     traced: str = Field(description="what ran: 'full', or the layer and micro-batch counts extended from")
     notes: list[str] = []
+    _stream: list[tuple] = PrivateAttr(default_factory=list)
+
+    @property
+    def stream(self) -> list[tuple]:
+        """The request stream as tokens (``extrapolate.tokens``): sizes and ops in order, without addrs;
+        full and extended traces alike."""
+        return self._stream
 
 
 def trace_step(config: dict, settings: TrainSettings, steps: int = 2, full: bool = False) -> Trace:
@@ -41,10 +48,14 @@ def trace_step(config: dict, settings: TrainSettings, steps: int = 2, full: bool
     layers = _layers(config)
     micro = settings.grad_accum
     if full or (layers <= FEW_LAYERS + 1 and micro <= FEW_MICRO_BATCHES + 1):
+        from .extrapolate import tokens
+
         recorder = run(config, settings, steps)
-        return Trace(events=recorder.events, allocated_peak_bytes=recorder.peak_rounded,
-                     allocated_peak_unrounded_bytes=recorder.peak, requests=recorder.requests,
-                     phases=recorder.phases, paged_bytes=recorder.managed_bytes, traced="full")
+        trace = Trace(events=recorder.events, allocated_peak_bytes=recorder.peak_rounded,
+                      allocated_peak_unrounded_bytes=recorder.peak, requests=recorder.requests,
+                      phases=recorder.phases, paged_bytes=recorder.managed_bytes, traced="full", notes=recorder.notes)
+        trace._stream = tokens(recorder.events, recorder.phases)
+        return trace
     return _extended(config, settings, steps, layers, micro)
 
 
@@ -61,11 +72,12 @@ def _extended(config: dict, settings: TrainSettings, steps: int, layers: int, mi
 
     few_layers = min(layers, FEW_LAYERS)
     few_micro = min(micro, FEW_MICRO_BATCHES)
-    streams, paged = {}, {}
+    streams, paged, notes = {}, {}, []
     for n in {few_layers, min(layers, few_layers + 1)}:
         for g in {few_micro, min(micro, few_micro + 1)}:
             recorder = run(dict(config, num_hidden_layers=n), settings, steps, micro_batches=g)
             streams[n, g], paged[n] = tokens(recorder.events, recorder.phases), recorder.managed_bytes
+            notes += [note for note in recorder.notes if note not in notes]
     by_micro = {}
     for g in {few_micro, min(micro, few_micro + 1)}:
         short, long = streams[few_layers, g], streams[min(layers, few_layers + 1), g]
@@ -75,8 +87,10 @@ def _extended(config: dict, settings: TrainSettings, steps: int, layers: int, mi
         stream = extrapolate(by_micro[few_micro], by_micro[few_micro + 1], micro - few_micro)
     stats = summary(stream)
     growth = paged.get(few_layers + 1, paged[few_layers]) - paged[few_layers]
-    return Trace(events=[], allocated_peak_bytes=stats["allocated_peak_bytes"],
-                 allocated_peak_unrounded_bytes=stats["allocated_peak_unrounded_bytes"], requests=stats["requests"],
-                 phases=stats["phases"], paged_bytes=paged[few_layers] + (layers - few_layers) * growth,
-                 traced=f"extended from {sorted({n for n, _ in streams})} layers x {sorted({g for _, g in streams})} micro-batches",
-                 notes=["extended from small traces: peaks and requests exact, no event stream (trace with full=True for it)"])
+    trace = Trace(events=[], allocated_peak_bytes=stats["allocated_peak_bytes"],
+                  allocated_peak_unrounded_bytes=stats["allocated_peak_unrounded_bytes"], requests=stats["requests"],
+                  phases=stats["phases"], paged_bytes=paged[few_layers] + (layers - few_layers) * growth,
+                  traced=f"extended from {sorted({n for n, _ in streams})} layers x {sorted({g for _, g in streams})} micro-batches",
+                  notes=notes + ["extended from small traces: peaks and requests exact, no event stream (trace with full=True for it)"])
+    trace._stream = stream
+    return trace

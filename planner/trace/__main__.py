@@ -1,5 +1,6 @@
-"""``python -m planner.trace CONFIG.json [knobs] [--steps N] [--full-trace] [--events-out FILE.json.gz] [--json]``:
-trace the recipe's training step for a ``config.json`` on the CPU and print the allocated peak.
+"""``python -m planner.trace CONFIG.json [knobs] [--steps N] [--full-trace] [--events-out FILE.json.gz]
+[--compare HISTORY.pickle.gz] [--json]``: trace the recipe's training step for a ``config.json`` on the CPU and
+print the allocated peak (or its comparison with a GPU history).
 
 Exit codes: 0 traced, 2 bad input or the trace cannot run here (one line, no traceback)."""
 
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps (default 2: the second is the steady state)")
     parser.add_argument("--full-trace", action="store_true", help="trace every layer and micro-batch (keeps the event stream)")
     parser.add_argument("--events-out", type=Path, help="write the event stream as gzipped JSON (implies --full-trace)")
+    parser.add_argument("--compare", type=Path, metavar="HISTORY", help="compare with a GPU history (qplan measure "
+                        "--history-dir: <scenario>.pickle.gz beside its .json); prints the comparison as JSON")
     parser.add_argument("--json", action="store_true", help="print the trace summary as JSON")
     return parser
 
@@ -70,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         with gzip.open(args.events_out, "wt") as out:
             json.dump(trace.events, out)
     summary = trace.model_dump(exclude={"events"})
-    if args.json:
+    if args.compare:
+        from .compare import compare
+
+        print(json.dumps(compare(trace.stream, args.compare), indent=1))
+    elif args.json:
         print(json.dumps(summary, indent=1))
     else:
         print(f"allocated peak {fmt_gib(trace.allocated_peak_bytes)} ({trace.allocated_peak_bytes:,} B; "
