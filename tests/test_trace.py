@@ -137,7 +137,23 @@ def test_an_untraceable_setup_raises_one_line(fake_cuda):
     assert "\n" not in str(error.value) and "4-bit GEMM" in str(error.value)
 
 
-def test_cli_prints_one_line_on_failure_and_the_peak_on_success(tmp_path):
+def test_a_failing_op_comes_out_as_one_line(fake_cuda, monkeypatch):
+    """An op that cannot run on fake tensors (here: the data-dependent ``.item()``) ends the trace with one
+    TraceUnavailable, not a traceback."""
+    from planner.trace import step
+
+    def item_in_forward(model, optimizer, settings, recorder, steps, micro_batches=None):
+        import torch
+
+        torch.ones(4, device="cuda").sum().item()
+
+    monkeypatch.setattr(step, "train", item_in_forward)
+    with pytest.raises(TraceUnavailable) as error:
+        trace_step(TINY, TINY_SETTINGS, steps=1, full=True)
+    assert "\n" not in str(error.value) and "DataDependentOutputException" in str(error.value)
+
+
+def test_cli_prints_one_line_on_failure_and_the_peak_on_success(fake_cuda, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"num_hidden_layers": 2}))
     run = subprocess.run([sys.executable, "-m", "planner.trace", str(bad)], capture_output=True, text=True)

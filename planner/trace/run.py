@@ -10,11 +10,13 @@ from __future__ import annotations
 import gc
 
 from ..settings import TrainSettings
+from .errors import TraceUnavailable
 
 
 def run(config: dict, settings: TrainSettings, steps: int, micro_batches: int | None = None):
     """Trace ``config`` as it is (all its layers) for ``steps`` steps of ``micro_batches`` (default
-    ``grad_accum``) micro-batches; returns the recorder."""
+    ``grad_accum``) micro-batches; returns the recorder. Whatever stops the step on fake tensors comes out as
+    one :class:`TraceUnavailable`."""
     from .cuda import h200_runtime, install_fake_cuda
 
     install_fake_cuda()
@@ -42,6 +44,11 @@ def run(config: dict, settings: TrainSettings, steps: int, micro_batches: int | 
             optimizer = optimizer_for(model, settings, steps)
             train(model, optimizer, settings, recorder, steps, micro_batches)
             recorder.close()
+    except TraceUnavailable:
+        raise
+    except Exception as error:  # an op without a fake kernel, a data-dependent branch, a library's CUDA-only call
+        detail = str(error).strip().splitlines()
+        raise TraceUnavailable(f"{type(error).__name__}: {detail[0][:200] if detail else 'no message'}") from error
     finally:
         if collecting:
             gc.enable()
