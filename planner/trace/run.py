@@ -20,6 +20,7 @@ def run(config: dict, settings: TrainSettings, steps: int, micro_batches: int | 
     from .cuda import h200_runtime, install_fake_cuda
 
     install_fake_cuda()
+    import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from ..measure.recipe import attach_adapter
@@ -37,6 +38,7 @@ def run(config: dict, settings: TrainSettings, steps: int, micro_batches: int | 
     try:
         with h200_runtime(lambda: recorder.allocated_rounded), fake_mode, recorder, bnb_on_fake_gpu(recorder, fake_mode), \
                 swappable_fakes(fake_mode), sdpa_as_on_h200(recorder.notes), one_sequence_per_row():
+            torch.empty(1, device="cuda")  # the worker's probe after torch.cuda.init() (planner/measure/worker.py)
             recorder.mark("load")
             load_on_fake_gpu(model, dtype, quantizer, device_map)
             recorder.mark("adapter")
