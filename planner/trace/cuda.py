@@ -7,6 +7,11 @@ answer. Two layers answer them:
 - C++ (``fake_cuda.cpp``, compiled here once per torch version with the system's C++ compiler and loaded
   into the process): a CUDA ``DeviceGuardImpl`` and CUDA hooks that say CUDA is built, which the autograd
   engine needs for device streams (``torch/csrc/autograd/input_buffer.cpp:InputBuffer::add``);
+- dispatcher routes: ops with a CPU kernel and a ``CompositeImplicitAutograd`` fallback (``silu_backward``,
+  ``mish_backward``, ``native_channel_shuffle``) have a CUDA kernel on a CUDA build, but here the fallback
+  would run on fake CUDA tensors before any dispatch mode sees the op (``silu_backward`` as sigmoid, mul,
+  add, mul: four temporaries the fused kernel never makes). Each gets a CUDA kernel that is never called
+  (FakeTensorMode answers the op from its meta kernel), so the op reaches the recorder whole;
 - Python (:func:`h200_runtime`, for the duration of a trace): the queries the recipe's libraries make,
   answered as one idle H200 (torch 2.11, CUDA 12.x) would — autocast's availability check
   (``torch/amp/autocast_mode.py:autocast.__init__``), ``torch.cuda.mem_get_info`` and the memory stats for
@@ -65,7 +70,24 @@ def install_fake_cuda() -> None:
             raise TraceUnavailable(f"cannot compile the fake CUDA device ({detail.strip().splitlines()[-1] if detail.strip() else error})") from None
         partial.replace(library)
     ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    _route_fused_kernels(torch)
     _loaded = True
+
+
+_routes = None  # the torch.library.Library holding the CUDA kernels of _route_fused_kernels (kept alive)
+
+
+def _route_fused_kernels(torch) -> None:
+    global _routes
+
+    def never_called(*args, **kwargs):
+        raise TraceUnavailable("a CUDA kernel was called on real tensors")
+
+    _routes = torch.library.Library("aten", "IMPL")
+    for name in torch._C._dispatch_get_all_op_names():
+        if name.startswith("aten::") and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU") \
+                and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeImplicitAutograd"):
+            _routes.impl(name.removeprefix("aten::"), never_called, "CUDA")
 
 
 class _DeviceProperties:

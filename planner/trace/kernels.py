@@ -9,11 +9,15 @@ requests in the same order (see ``recorder.py``). Each twin takes ``(recorder, f
   1536 rows, or more than 512 on sm90 (``_gemm_4bit_use_custom_cuda`` never picks the fused kernel there
   past 512), take ``_dequant_linear_fallback``, mirrored line for line below so its locals die in the same
   order; 4 rows or fewer take the fused kernel, which allocates only its output.
-- cuBLAS GEMMs (``mm``, ``addmm``, ``bmm``, ``baddbmm``): the first one on a thread makes that thread's
+- cuBLAS GEMMs (``mm``, ``addmm``, ``bmm``, ``baddbmm``, and ``linear``, which FakeTensorMode answers
+  whole, as ``addmm``/``mm`` on the GPU): the first one on a thread makes that thread's
   cuBLAS handle, whose workspace comes from the caching allocator and is kept for the process
   (``aten/src/ATen/cuda/CublasHandlePool.cpp``, ``getChosenWorkspaceSize``: 4096 KiB x 8 on sm90;
-  cublasLt shares it). The autograd engine runs CUDA backward on its own device thread, so a training
-  step makes two.
+  the autograd engine runs CUDA backward on its own device thread, so a training step makes two). An
+  ``addmm`` (or ``linear``) with a 1-D bias goes through cublasLt (``Blas.cpp:addmm_out_cuda_impl``, ``gemm_and_bias``),
+  whose own 1 MiB workspace (``CUBLASLT_WORKSPACE_SIZE``' default) comes the same way, once per thread:
+  the Qwen2.5 histories (attention biases) hold two more MiB than the others, at that place.
+
 - Attention: a CPU build has no CUDA ``_fused_sdp_choice``, so ``scaled_dot_product_attention`` on fake
   CUDA tensors would take the math kernel. :func:`sdpa_as_on_h200` routes each call as an H200 with torch
   2.11 does (``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``: on sm90 with cuDNN 9
@@ -42,6 +46,7 @@ import torch
 from .errors import TraceUnavailable
 
 CUBLAS_WORKSPACE_SM90 = 4096 * 1024 * 8
+CUBLASLT_WORKSPACE = 1024 * 1024
 CUDNN_FORWARD_WORKSPACE = 256
 GEMM_4BIT_CUSTOM_MAX_M = 1536  # _gemm_4bit_custom_max_m on CUDA
 GEMM_4BIT_SM90_FALLBACK_M = 512  # above this, sm90 always dequantizes
@@ -52,9 +57,10 @@ class Twins:
     """The twin table of one trace (it holds the per-thread cuBLAS handles)."""
 
     def __init__(self):
-        self._handles: set[int] = set()
+        self._handles: set[tuple[str, int]] = set()
         aten = torch.ops.aten
-        self.table = {op: self.cublas for op in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default)}
+        gemms = (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default, aten.linear.default)
+        self.table = {op: self.cublas for op in gemms}
         self.table[torch.ops.bitsandbytes.gemm_4bit.default] = self.gemm_4bit
         self.table[torch.ops.bitsandbytes.quantize_4bit.default] = self.second_output_first
         self.table[torch.ops.bitsandbytes.quantize_blockwise.default] = self.second_output_first
@@ -65,12 +71,18 @@ class Twins:
 
     def cublas(self, recorder, func, args, kwargs):
         out = func(*args, **kwargs)
+        recorder.see(out)  # the output is allocated before the kernel asks for its handle
         thread = threading.get_ident()
-        if thread not in self._handles:
-            recorder.see(out)  # the output is allocated before the kernel asks for its handle
-            self._handles.add(thread)
-            recorder.reserve_block(CUBLAS_WORKSPACE_SM90, "cublas_workspace")
+        self._workspace(recorder, "cublas", thread, CUBLAS_WORKSPACE_SM90)
+        bias = {torch.ops.aten.addmm.default: args[0], torch.ops.aten.linear.default: args[2] if len(args) > 2 else None}.get(func)
+        if bias is not None and bias.dim() == 1:
+            self._workspace(recorder, "cublaslt", thread, CUBLASLT_WORKSPACE)
         return out
+
+    def _workspace(self, recorder, kind: str, thread: int, size: int) -> None:
+        if (kind, thread) not in self._handles:
+            self._handles.add((kind, thread))
+            recorder.reserve_block(size, f"{kind}_workspace")
 
     def second_output_first(self, recorder, func, args, kwargs):
         """Ops returning ``(out, side)`` whose kernel allocates ``side`` (absmax, dropout mask) first."""
