@@ -15,9 +15,8 @@ requests in the same order (see ``recorder.py``). Each twin takes ``(recorder, f
   (``aten/src/ATen/cuda/CublasHandlePool.cpp``, ``getChosenWorkspaceSize``: 4096 KiB x 8 on sm90;
   the autograd engine runs CUDA backward on its own device thread, so a training step makes two). An
   ``addmm`` (or ``linear``) with a 1-D bias goes through cublasLt (``Blas.cpp:addmm_out_cuda_impl``, ``gemm_and_bias``),
-  whose own 1 MiB workspace (``CUBLASLT_WORKSPACE_SIZE``' default) comes the same way, once per thread:
+  whose own 1 MiB workspace (the default ``CUBLASLT_WORKSPACE_SIZE``) comes the same way, once per thread:
   the Qwen2.5 histories (attention biases) hold two more MiB than the others, at that place.
-
 - Attention: a CPU build has no CUDA ``_fused_sdp_choice``, so ``scaled_dot_product_attention`` on fake
   CUDA tensors would take the math kernel. :func:`sdpa_as_on_h200` routes each call as an H200 with torch
   2.11 does (``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``: on sm90 with cuDNN 9
