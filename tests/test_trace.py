@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
-from planner.settings import TrainSettings  # noqa: E402
+from planner.inputs.settings import TrainSettings  # noqa: E402
 from planner.trace import TraceUnavailable, trace_step  # noqa: E402
 from planner.trace.cuda import install_fake_cuda  # noqa: E402
 from planner.trace.extrapolate import extrapolate, summary, tokens  # noqa: E402

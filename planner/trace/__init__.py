@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from ..settings import TrainSettings
-from .errors import TraceUnavailable
+from planner.inputs.settings import TrainSettings
+from planner.trace.errors import TraceUnavailable
 
 __all__ = ["Trace", "TraceUnavailable", "trace_step"]
 
@@ -43,12 +43,12 @@ def trace_step(config: dict, settings: TrainSettings, steps: int = 2, full: bool
     (the second is the steady state: optimizer state exists). ``full`` traces every layer and micro-batch and
     keeps the event stream; otherwise models deeper than ``FEW_LAYERS + 1`` layers (or with more micro-batches)
     are extended from small traces, which gives the same peaks and requests (``extrapolate.py``)."""
-    from .run import run
+    from planner.trace.run import run
 
     layers = _layers(config)
     micro = settings.grad_accum
     if full or (layers <= FEW_LAYERS + 1 and micro <= FEW_MICRO_BATCHES + 1):
-        from .extrapolate import tokens
+        from planner.trace.extrapolate import tokens
 
         recorder = run(config, settings, steps)
         trace = Trace(events=recorder.events, allocated_peak_bytes=recorder.peak_rounded,
@@ -67,8 +67,8 @@ def _layers(config: dict) -> int:
 
 
 def _extended(config: dict, settings: TrainSettings, steps: int, layers: int, micro: int) -> Trace:
-    from .extrapolate import extrapolate, summary, tokens
-    from .run import run
+    from planner.trace.extrapolate import extrapolate, summary, tokens
+    from planner.trace.run import run
 
     few_layers = min(layers, FEW_LAYERS)
     few_micro = min(micro, FEW_MICRO_BATCHES)

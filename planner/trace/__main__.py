@@ -14,9 +14,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..commands.plan import add_knob_arguments, settings_from_args
-from ..errors import QPlanError
-from ..units import fmt_gib
+from planner.commands.plan import add_knob_arguments, settings_from_args
+from planner.errors import QPlanError
+from planner.inputs.units import fmt_gib
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             raise QPlanError("--steps must be at least 1")
         config = _config(args.config)
         _quiet()
-        from . import trace_step
+        from planner.trace import trace_step
 
         trace = trace_step(config, settings, steps=args.steps, full=args.full_trace or args.events_out is not None)
     except QPlanError as error:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(trace.events, out)
     summary = trace.model_dump(exclude={"events"})
     if args.compare:
-        from .compare import compare
+        from planner.trace.compare import compare
 
         print(json.dumps(compare(trace.stream, args.compare), indent=1))
     elif args.json:

@@ -19,9 +19,9 @@ all ``Linear4bit.forward`` and peft read. Its storage and shapes are the real on
 
 from __future__ import annotations
 
-from ..measure.build import bnb_config, model_dtype
-from ..settings import TrainSettings
-from .errors import TraceUnavailable
+from planner.measure.build import bnb_config, model_dtype
+from planner.inputs.settings import TrainSettings
+from planner.trace.errors import TraceUnavailable
 
 
 def hf_config(config: dict, settings: TrainSettings):

@@ -16,7 +16,7 @@ import pickle
 from collections import Counter
 from pathlib import Path
 
-from .recorder import rounded
+from planner.trace.recorder import rounded
 
 LARGE = 1 << 20
 

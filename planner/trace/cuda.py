@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 from unittest import mock
 
-from .errors import TraceUnavailable
+from planner.trace.errors import TraceUnavailable
 
 H200_TOTAL_BYTES = 150_000_000_000  # about what torch.cuda.mem_get_info()[1] gives on an H200 (141 GB card);
 # it only caps caching_allocator_warmup, for models over ~138 GiB

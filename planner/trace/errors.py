@@ -1,6 +1,6 @@
 """The one exception of the trace: it cannot run here (no compiler, an op without a fake kernel, ...)."""
 
-from ..errors import QPlanError
+from planner.errors import QPlanError
 
 
 class TraceUnavailable(QPlanError):

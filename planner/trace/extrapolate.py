@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .errors import TraceUnavailable
-from .recorder import rounded
+from planner.trace.errors import TraceUnavailable
+from planner.trace.recorder import rounded
 
 WINDOW = 32  # tokens after an insertion that must line up again (fewer where the next insertion comes sooner)
 

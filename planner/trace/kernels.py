@@ -42,7 +42,7 @@ from unittest import mock
 
 import torch
 
-from .errors import TraceUnavailable
+from planner.trace.errors import TraceUnavailable
 
 CUBLAS_WORKSPACE_SM90 = 4096 * 1024 * 8
 CUBLASLT_WORKSPACE = 1024 * 1024

@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import gc
 
-from ..settings import TrainSettings
-from .errors import TraceUnavailable
+from planner.inputs.settings import TrainSettings
+from planner.trace.errors import TraceUnavailable
 
 
 def run(config: dict, settings: TrainSettings, steps: int, micro_batches: int | None = None):
     """Trace ``config`` as it is (all its layers) for ``steps`` steps of ``micro_batches`` (default
     ``grad_accum``) micro-batches; returns the recorder. Whatever stops the step on fake tensors comes out as
     one :class:`TraceUnavailable`."""
-    from .cuda import h200_runtime, install_fake_cuda
+    from planner.trace.cuda import h200_runtime, install_fake_cuda
 
     install_fake_cuda()
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from ..measure.recipe import attach_adapter
-    from .build import load_on_fake_gpu, meta_model
-    from .kernels import Twins, sdpa_as_on_h200
-    from .recorder import Recorder
-    from .step import bnb_on_fake_gpu, one_sequence_per_row, optimizer_for, swappable_fakes, train
+    from planner.measure.recipe import attach_adapter
+    from planner.trace.build import load_on_fake_gpu, meta_model
+    from planner.trace.kernels import Twins, sdpa_as_on_h200
+    from planner.trace.recorder import Recorder
+    from planner.trace.step import bnb_on_fake_gpu, one_sequence_per_row, optimizer_for, swappable_fakes, train
 
     model, dtype, quantizer, device_map = meta_model(config, settings)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # the meta model is read (state_dict, shapes) under it

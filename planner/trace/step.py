@@ -28,8 +28,8 @@ import contextlib
 import tempfile
 from unittest import mock
 
-from ..measure.recipe import MAX_GRAD_NORM, make_optimizer, training_arguments
-from ..settings import TrainSettings
+from planner.measure.recipe import MAX_GRAD_NORM, make_optimizer, training_arguments
+from planner.inputs.settings import TrainSettings
 
 
 @contextlib.contextmanager
