@@ -48,7 +48,7 @@ from planner.errors import QPlanError
 from planner.inputs.gpus import Gpu, resolve_gpu
 from planner.inputs.units import GiB
 from planner.output.plan import Plan
-from planner.preflight import WillNotFit, describe_failure, request_from_objects, section_dict
+from planner.preflight import WillNotFit, describe_failure, request_from_objects, section_dict, with_trace
 from planner.pricing.price import Priced, price
 from planner.search.smallest_change import Suggestion
 
@@ -162,12 +162,12 @@ class QPlanCallback(TrainerCallback):
 
     def __init__(self, gpu: str = "auto", gpus: int = 1, *, max_seq_length: int | None = None,
                  measure_steps: int = 3, tolerance: float = 0.05, margin: float | None = None,
-                 on_will_not_fit: str = "raise", json_name: str = JSON_NAME):
+                 on_will_not_fit: str = "raise", json_name: str = JSON_NAME, trace: bool | None = None):
         if on_will_not_fit not in ("raise", "warn"):
             raise QPlanError(f"on_will_not_fit={on_will_not_fit!r}: use 'raise' (stop before step 1) or 'warn'")
         self.gpu, self.gpus, self.max_seq_length = gpu, gpus, max_seq_length
         self.measure_steps, self.tolerance, self.margin = measure_steps, tolerance, margin
-        self.on_will_not_fit, self.json_name = on_will_not_fit, json_name
+        self.on_will_not_fit, self.json_name, self.trace = on_will_not_fit, json_name, trace
         self.result: Priced | None = None
         self.report: MemoryReport | None = None
         self._nvml = None
@@ -194,7 +194,7 @@ class QPlanCallback(TrainerCallback):
         gpu = auto_gpu() if self.gpu == "auto" else self.gpu
         request = request_from_objects(**live_run_inputs(model, args), gpu=gpu, gpus=self.gpus,
                                        max_seq_length=self.max_seq_length, margin=self.margin)
-        self.result = result = price(request)
+        self.result = result = price(with_trace(request, self.trace))
         self.report.plan, self.report.suggestion, self.report.fits = result.plan, result.suggestion, result.fits
         self.report.live_trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if self.report.live_trainable_params != result.plan.trainable_params:

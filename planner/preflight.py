@@ -112,21 +112,35 @@ def with_expandable_segments(request: PlanRequest, note: str) -> PlanRequest:
 def preflight(model: Any, quantization_config: Any = None, lora_config: Any = None, training_args: Any = None,
               gpu: str = "auto", gpus: int = 1, *, max_seq_length: int | None = None,
               prepare_model_for_kbit_training: bool | None = None, attn_implementation: str | None = None,
-              margin: float | None = None) -> Plan:
+              margin: float | None = None, trace: bool | None = None) -> Plan:
     """The plan of this exact run; raises :class:`WillNotFit` (with ``.plan`` and ``.suggestion``) when it
     will not fit, :class:`~planner.errors.QPlanError` for input qplan cannot read.
 
     ``max_seq_length`` is needed with a plain ``TrainingArguments`` (it has no sequence length; trl's
     ``SFTConfig.max_length`` is read). ``prepare_model_for_kbit_training`` defaults to true for a quantized
-    model, as in the QLoRA recipe."""
-    result = price(request_from_objects(
+    model, as in the QLoRA recipe. ``trace`` (default: where torch, transformers, peft and bitsandbytes are
+    installed, :func:`planner.trace.available.trace_by_default`) prices the run by tracing it; a trace that
+    cannot run falls back to the analytic plan with a note."""
+    request = request_from_objects(
         model, quantization_config, lora_config, training_args, gpu=gpu, gpus=gpus, max_seq_length=max_seq_length,
         prepare_model_for_kbit_training=prepare_model_for_kbit_training, attn_implementation=attn_implementation,
         margin=margin,
-    ))
+    )
+    result = price(with_trace(request, trace))
     if not result.fits:
         raise WillNotFit(result.plan, result.suggestion)
     return result.plan
+
+
+def with_trace(request: PlanRequest, trace: bool | None) -> PlanRequest:
+    """The request priced by trace when ``trace`` says so (None: :func:`~planner.trace.available.trace_by_default`)."""
+    from planner.trace.available import trace_by_default
+
+    if trace if trace is not None else trace_by_default():
+        from planner.trace.estimate import verifier
+
+        request.verify = verifier
+    return request
 
 
 def describe_failure(plan: Plan, suggestion: Suggestion | None) -> str:
@@ -141,4 +155,4 @@ def describe_failure(plan: Plan, suggestion: Suggestion | None) -> str:
 
 
 __all__ = ["Priced", "WillNotFit", "describe_failure", "preflight", "request_from_config", "request_from_objects",
-           "with_expandable_segments"]
+           "with_expandable_segments", "with_trace"]

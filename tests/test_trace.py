@@ -1,11 +1,18 @@
 """planner.trace on the CPU: free detection on known lifetimes, a two-layer model end to end against an
 independent count of live storages, extension from 2 and 3 layers against the full trace, the one-line
-TraceUnavailable path, and no torch on import."""
+TraceUnavailable path, and no torch on import.
+
+The fake CUDA device a trace installs only works in a process whose autograd engine has not run (other test
+files run backward passes in this pytest process), so the tests that trace in-process run in a fresh pytest
+process of this file (``test_the_in_process_cases_pass_in_a_fresh_process``); ``trace_step`` itself always
+traces in a child process, which is checked here from a process that has run autograd."""
 
 import json
+import os
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +22,7 @@ pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
 from planner.inputs.settings import TrainSettings  # noqa: E402
-from planner.trace import TraceUnavailable, trace_step  # noqa: E402
+from planner.trace import TraceUnavailable, trace_in_this_process, trace_step  # noqa: E402
 from planner.trace.cuda import install_fake_cuda  # noqa: E402
 from planner.trace.extrapolate import extrapolate, summary, tokens  # noqa: E402
 from planner.trace.recorder import Recorder, rounded  # noqa: E402
@@ -29,12 +36,38 @@ TINY = {
 TINY_SETTINGS = TrainSettings(seq_len=640, batch=1, grad_accum=2, rank=8)
 
 
+FRESH = "QPLAN_TRACE_TESTS_FRESH"  # set in the fresh process that runs the in-process cases
+
+
 @pytest.fixture(scope="module")
 def fake_cuda():
+    if os.environ.get(FRESH) != "1":
+        pytest.skip("traces in-process: run by test_the_in_process_cases_pass_in_a_fresh_process")
     try:
         install_fake_cuda()
     except TraceUnavailable as error:
         pytest.skip(str(error))
+
+
+def test_the_in_process_cases_pass_in_a_fresh_process():
+    if os.environ.get(FRESH) == "1":
+        pytest.skip("this is the fresh process")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          env={**os.environ, FRESH: "1"}, capture_output=True, text=True, timeout=900,
+                          cwd=Path(__file__).parents[1])
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    assert done.returncode == 0 and " passed" in last and "failed" not in last, done.stdout[-4000:]
+
+
+def test_trace_step_runs_in_a_child_from_a_process_that_ran_autograd():
+    if os.environ.get(FRESH) == "1":
+        pytest.skip("runs autograd in this process, which the in-process cases must not share")
+    import torch
+
+    weight = torch.ones(3, requires_grad=True)
+    (weight * 2).sum().backward()  # this process's autograd engine is started without a CUDA device
+    trace = trace_step(TINY, TINY_SETTINGS.model_copy(update={"grad_accum": 1}), steps=1)
+    assert trace.traced == "full" and trace.allocated_peak_bytes > 0 and trace.events
 
 
 def _record(body):
@@ -100,7 +133,7 @@ def test_two_layers_end_to_end_match_an_independent_count(fake_cuda, monkeypatch
         return out
 
     monkeypatch.setattr(recorder_module.Recorder, "__torch_dispatch__", dispatch)
-    trace = trace_step(TINY, TINY_SETTINGS, steps=2, full=True)
+    trace = trace_in_this_process(TINY, TINY_SETTINGS, steps=2, full=True)
     assert trace.traced == "full"
     assert [p["name"] for p in trace.phases] == ["load", "adapter"] + ["forward", "backward"] * 2 + ["optimizer"] + \
         ["forward", "backward"] * 2 + ["optimizer"]
@@ -114,8 +147,8 @@ def test_extension_from_two_and_three_layers_equals_the_full_trace(fake_cuda):
     token streams (every request's size and op, in order) are equal, so are the peaks and request counts."""
     config = dict(TINY, num_hidden_layers=6)
     settings = TINY_SETTINGS.model_copy(update={"grad_accum": 4})
-    full = trace_step(config, settings, steps=2, full=True)
-    extended = trace_step(config, settings, steps=2)
+    full = trace_in_this_process(config, settings, steps=2, full=True)
+    extended = trace_in_this_process(config, settings, steps=2)
     assert extended.traced.startswith("extended") and not extended.events
     assert (extended.allocated_peak_bytes, extended.allocated_peak_unrounded_bytes, extended.requests) == \
         (full.allocated_peak_bytes, full.allocated_peak_unrounded_bytes, full.requests)
@@ -133,7 +166,7 @@ def test_extension_rebuilds_the_token_stream(fake_cuda):
 
 def test_an_untraceable_setup_raises_one_line(fake_cuda):
     with pytest.raises(TraceUnavailable) as error:
-        trace_step(TINY, TINY_SETTINGS.model_copy(update={"seq_len": 100}), steps=1)
+        trace_in_this_process(TINY, TINY_SETTINGS.model_copy(update={"seq_len": 100}), steps=1)
     assert "\n" not in str(error.value) and "4-bit GEMM" in str(error.value)
 
 
@@ -149,7 +182,7 @@ def test_a_failing_op_comes_out_as_one_line(fake_cuda, monkeypatch):
 
     monkeypatch.setattr(step, "train", item_in_forward)
     with pytest.raises(TraceUnavailable) as error:
-        trace_step(TINY, TINY_SETTINGS, steps=1, full=True)
+        trace_in_this_process(TINY, TINY_SETTINGS, steps=1, full=True)
     assert "\n" not in str(error.value) and "DataDependentOutputException" in str(error.value)
 
 
@@ -179,7 +212,7 @@ def test_compare_finds_where_a_history_parts(fake_cuda, tmp_path):
 
     from planner.trace.compare import compare
 
-    trace = trace_step(TINY, TINY_SETTINGS.model_copy(update={"grad_accum": 1}), steps=1)
+    trace = trace_in_this_process(TINY, TINY_SETTINGS.model_copy(update={"grad_accum": 1}), steps=1)
     history = [dict(e, time_us=0, frames=[]) for e in trace.events]
     same, parted = tmp_path / "same.pickle.gz", tmp_path / "parted.pickle.gz"
     pickle.dump({"device_traces": [history]}, gzip.open(same, "wb"))
@@ -214,3 +247,40 @@ def test_weakref_finalize_fires_for_storages_held_only_by_cpp(fake_cuda):
         loss.backward()
         del loss
     assert died == ["y"]
+
+
+def test_a_traced_plan_has_the_json_contract_and_its_method(capsys):
+    """``qplan --trace`` on a two-layer model: the plan says it was traced, its breakdown sums to its peak,
+    and its allocated peak is the trace's own."""
+    if os.environ.get(FRESH) == "1":
+        pytest.skip("runs in the parent process (the trace runs in its own child)")
+    from planner.inputs.architecture import from_config
+    from planner.inputs.gpus import resolve_gpu
+    from planner.pricing.price import PlanRequest, price
+    from planner.trace.estimate import verifier
+
+    settings = TINY_SETTINGS.model_copy(update={"grad_accum": 1})
+    request = PlanRequest(arch=from_config(TINY, name="tiny"), gpu=resolve_gpu("24GB"), settings=settings,
+                          fixed={"rank", "seq_len", "batch", "grad_accum", "optim", "gradient_checkpointing"},
+                          verify=verifier)
+    plan = price(request).plan
+    assert plan.method == "traced"
+    assert sum(plan.breakdown.values()) == plan.peak_bytes
+    assert plan.allocated_peak_bytes == trace_step(TINY, settings).allocated_peak_bytes
+    assert plan.reserved_peak_bytes >= plan.allocated_peak_bytes
+
+
+def test_stream_pairing_gives_the_full_traces_simulated_peaks():
+    """Frees paired last-in first-out by (size, op) (planner.trace.stream) replay to the same allocator peaks
+    as the full trace's own addresses."""
+    if os.environ.get(FRESH) == "1":
+        pytest.skip("runs in the parent process")
+    from planner.allocator import AllocatorConfig, simulate
+    from planner.trace.stream import events
+
+    trace = trace_step(TINY, TINY_SETTINGS, steps=2, full=True)
+    for conf in (None, "expandable_segments:True"):
+        config = AllocatorConfig.from_conf(conf)
+        own, paired = simulate(trace.events, config), simulate(events(trace.stream), config)
+        assert (paired.reserved_peak_bytes, paired.allocated_peak_bytes) == (own.reserved_peak_bytes, own.allocated_peak_bytes)
+        assert paired.unknown_frees == 0

@@ -21,7 +21,7 @@ from planner.inputs.formats import FORMATS, translate
 from planner.inputs.gpus import ECC_MODES
 from planner.inputs.settings import ALLOC_CONF, EXPANDABLE, expandable_in
 from planner.output.emit import EMITTERS as EMIT_FORMATS, emit_plan
-from planner.preflight import Priced, request_from_config, with_expandable_segments
+from planner.preflight import Priced, request_from_config, with_expandable_segments, with_trace
 from planner.pricing import margin
 from planner.pricing.price import price
 
@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (also read from this "
                              "shell's PYTORCH_CUDA_ALLOC_CONF)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON: fits, plan, suggestion")
+    parser.add_argument("--trace", action=argparse.BooleanOptionalAction, default=None,
+                        help="price the run by tracing the real step on fake CUDA tensors (default: when torch, "
+                             "transformers, peft and bitsandbytes are installed; QPLAN_TRACE=never turns it off)")
     parser.add_argument("--emit", choices=EMIT_FORMATS,
                         help="print the config after the smallest change that fits (as it is, when it fits) as that tool's config")
 
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.expandable_segments or expandable_in(os.environ.get(ALLOC_CONF)):
         where = "--expandable-segments" if args.expandable_segments else f"{ALLOC_CONF} of this shell"
         request = with_expandable_segments(request, f"planned for {ALLOC_CONF}={EXPANDABLE} ({where})")
-    result = price(request)
+    result = price(with_trace(request, args.trace))
     if args.emit:
         return emit_check(result, args.emit)
     if args.json:

@@ -19,7 +19,7 @@ from planner.errors import QPlanError
 from planner.measure.cuda import require_cuda
 from planner.results import Measurement, Scenario, Suite
 from planner.inputs.units import parse_size
-from planner.commands._common import add_knob_arguments, settings_from_args
+from planner.inputs.flags import add_knob_arguments, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

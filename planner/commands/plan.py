@@ -10,7 +10,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from planner.commands._common import add_knob_arguments, settings_from_args
+from planner.inputs.flags import add_knob_arguments, settings_from_args
 from planner.errors import QPlanError
 from planner.inputs.gpus import ECC_MODES
 from planner.inputs.settings import Parallel, Strategy
@@ -19,6 +19,7 @@ from planner.output.emit import EMITTERS as EMIT_FORMATS, emit_plan
 from planner.pricing.price import PlanRequest, price
 from planner.search.grid import DEFAULT_MAX_RANK, RANKS
 from planner.search.recommend import PREFERENCES
+from planner.trace.estimate import verifier
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=5, help="how many fitting settings to list")
     parser.add_argument("--profile", help="overhead profile name under profiles/overhead/")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (see qplan schema)")
+    parser.add_argument("--trace", action="store_true",
+                        help="price the plan and the top recommendations by tracing the real step on fake CUDA tensors "
+                             "(needs torch, transformers, peft, bitsandbytes and a C++ compiler; seconds per plan)")
     parser.add_argument("--report", help="also write pictures of the plan: PATH.html (self-contained page) or PATH.png")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --report file")
     parser.add_argument("--emit", choices=EMIT_FORMATS, help="print the plan's settings as that tool's config instead")
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.report, args.force)
     request = PlanRequest.named(args.model, args.gpu, ecc=args.ecc, settings=settings, fixed=fixed, parallel=parallel,
         target_batch=args.target_batch, max_rank=args.max_rank, margin=margin.parse_margin(args.margin), prefer=args.prefer,
-        profile=args.profile, top=args.top,
+        profile=args.profile, top=args.top, verify=verifier if args.trace else None,
     )
     plan = price(request).plan
     if args.report:  # written before stdout, whatever happens to it

@@ -11,7 +11,7 @@ the ``meta`` device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from planner.errors import QPlanError
@@ -81,6 +81,7 @@ class Architecture:
     softcap: bool = False  # eager attention tanh-caps its scores (Gemma-2 attn_logit_softcapping)
     final_softcap: bool = False  # the logits are tanh-capped before the loss (Gemma-2 final_logit_softcapping)
     notes: tuple[str, ...] = ()  # what the pricing of this model approximates, shown with its plans
+    config: dict = field(default_factory=dict, compare=False, repr=False)  # the config.json read (for --trace)
     use_cache: bool = True  # config.use_cache: the forward builds a KV cache unless checkpointing turns it off
     sliding_window: int | None = None  # every layer attends this far back (Mistral, Mixtral, Phi-3 masks)
 
@@ -480,6 +481,7 @@ def from_config(config: dict, name: str = "model") -> Architecture:
     """
     if not isinstance(config, dict):
         raise QPlanError("config.json must hold a JSON object")
+    original = config
     config, notes = _text_part(config)
     model_type, layout = _check_modelled(config)
     defaults = load_profile_json("architecture_defaults.json")["defaults"].get(model_type, {})
@@ -495,6 +497,7 @@ def from_config(config: dict, name: str = "model") -> Architecture:
     h = shape.hidden
     norms = layout.layer_norms * h + (2 * shape.head_dim if layout.qk_norm else 0)
     return Architecture(
+        config=original,
         name=name,
         model_type=model_type,
         hidden=h,

@@ -61,6 +61,7 @@ class Estimate:
     comm_bytes: int = 0  # NCCL memory outside torch on each GPU of a multi-GPU run (memory.parallel)
     host_bytes: int = 0  # host memory the CPU-offloaded state needs, all ranks together (memory.parallel)
     notes: list[str] = field(default_factory=list)
+    method: str = "analytic"  # "traced": the peaks come from planner.pricing.traced
 
     @property
     def uncertain_bytes(self) -> int:

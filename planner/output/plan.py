@@ -70,6 +70,8 @@ class ParallelInfo(BaseModel):
 
 
 class Plan(BaseModel):
+    method: str = Field("analytic", description="analytic (the memory model's formulas) or traced (the real step "
+                        "on fake CUDA tensors, replayed through the caching-allocator simulator)")
     model: ModelInfo
     gpu: GpuInfo
     settings: TrainSettings
@@ -133,6 +135,7 @@ def plan_from_estimate(
         fits=est.required_bytes <= gpu.budget_bytes,
         headroom_bytes=gpu.budget_bytes - est.required_bytes,
         profile=profile_info(profile),
+        method=est.method,
     )
 
 

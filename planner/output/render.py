@@ -38,6 +38,9 @@ def render(plan: Plan, console: Console | None = None) -> None:
     )
     quant = "16-bit" if s.quant == "none" or s.full_finetune else s.quant.upper() + (" + double quant" if s.double_quant else "")
     what = "full fine-tune of every weight" if s.full_finetune else f"LoRA r={s.rank} on {','.join(s.targets)}"
+    if plan.method == "traced":
+        console.print("priced by trace: the real step run on fake CUDA tensors, its requests replayed through "
+                      "a simulator of torch's caching allocator")
     console.print(
         f"{what} | {quant} | "
         f"seq_len {s.seq_len} | micro-batch {s.batch} x grad-accum {s.grad_accum} | {s.optim} | "

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from planner.errors import QPlanError
 from planner.inputs.architecture import Architecture
 from planner.inputs.catalog import resolve_model
 from planner.inputs.config_file import Mapped
@@ -29,7 +30,7 @@ from planner.pricing import explain
 from planner.pricing.margin import gpu_info, with_margin
 from planner.search.alternatives import alternatives, smallest_settings
 from planner.search.grid import DEFAULT_MAX_RANK
-from planner.search.recommend import Estimator, Search, verified
+from planner.search.recommend import Estimator, ManyEstimator, Search, verified
 from planner.search.smallest_change import Suggestion, smallest_change
 
 
@@ -53,8 +54,9 @@ class PlanRequest:
     prefer: str = "seq"
     profile: str | None = None
     top: int = 5
-    # a slower, surer estimator (the traced path) that re-prices the search's top plans
-    verify: Callable[[Architecture, Parallel, OverheadProfile], Estimator] | None = None
+    # re-prices the plan and the search's top plans (--trace: planner.trace.estimate.verifier, several
+    # settings at once); the pricing stage never imports the tracer itself
+    verify: Callable[[Architecture, Parallel, OverheadProfile], ManyEstimator] | None = None
 
     @classmethod
     def named(cls, model: str, gpu: str, ecc: str | None = None, **fields) -> PlanRequest:
@@ -105,17 +107,17 @@ def price(request: PlanRequest) -> Priced:
     notes = [*request.notes, *recipe_notes, *explain.model_notes(arch)]
     notes += [note for note in (explain.ecc_note(request.gpu),) if note]
     estimator = estimator_for(arch, profile, parallel, request.margin)
+    verify = _tracer(request, arch, profile, notes)
     budget = info.budget_bytes
     suggestion = None
     if request.search:
         search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions,
                         target_batch=request.target_batch, max_rank=request.max_rank)
         found = search.candidates(estimator, budget)
-        verify = _with_margin(request.verify(arch, parallel, profile), profile, request.margin) if request.verify else None
-        ranked = verified(found, verify, budget, request.prefer, request.top)
+        ranked = _verified(found, verify, budget, request, notes)
         open_knobs = not {"rank", "seq_len", "batch"} <= request.fixed
         chosen = (ranked[0].settings if ranked else smallest_settings(settings, request.fixed)) if open_knobs else settings
-        plan = plan_from_estimate(arch, info, chosen, (verify or estimator)(chosen), profile, parallel)
+        plan = plan_from_estimate(arch, info, chosen, _priced(chosen, estimator, verify, notes), profile, parallel)
         plan.recommendations = ([r.model_copy(update={"strategy": parallel.strategy}) for r in ranked]
                                 if parallel.gpus > 1 else ranked)
         if found:
@@ -124,7 +126,7 @@ def price(request: PlanRequest) -> Priced:
         stuck = not plan.fits or not ranked
     else:
         chosen = settings
-        plan = plan_from_estimate(arch, info, chosen, estimator(chosen), profile, parallel)
+        plan = plan_from_estimate(arch, info, chosen, _priced(chosen, estimator, verify, notes), profile, parallel)
         if not plan.fits and request.mapped is not None:
             suggestion = smallest_change(_mapped(request.mapped, settings), estimator, budget)
         stuck = not plan.fits and suggestion is None
@@ -142,6 +144,45 @@ def price(request: PlanRequest) -> Priced:
                                 explain.expandable_note(estimator, chosen, plan.peak_bytes, profile)) if note]
     plan.notes = notes
     return Priced(plan, suggestion)
+
+
+def _tracer(request: PlanRequest, arch: Architecture, profile: OverheadProfile, notes: list[str]):
+    """``request.verify``'s estimator with the plan's margin, remembering what it priced (the chosen plan is
+    among the verified ones), or None (not asked, or several GPUs: the trace prices one GPU)."""
+    if request.verify is None:
+        return None
+    if request.parallel.gpus > 1:
+        notes.append("the trace prices one GPU: this multi-GPU plan is analytic")
+        return None
+    verify, seen = request.verify(arch, request.parallel, profile), {}
+
+    def many(settings: list[TrainSettings]) -> list[Estimate]:
+        new = [s for s in dict.fromkeys(settings) if s not in seen]
+        if new:
+            for s, est in zip(new, verify(new)):
+                seen[s] = with_margin(est, profile, request.margin, s.expandable_segments)
+        return [seen[s] for s in settings]
+    return many
+
+
+def _verified(found, verify, budget: int, request: PlanRequest, notes: list[str]):
+    """The search's top plans, re-priced by trace where asked; a trace that cannot run falls back, said once."""
+    if verify is not None:
+        try:
+            return verified(found, verify, budget, request.prefer, request.top)
+        except QPlanError as error:
+            notes.append(f"trace unavailable ({error}): analytic plan")
+    return verified(found, None, budget, request.prefer, request.top)
+
+
+def _priced(settings: TrainSettings, estimator: Estimator, verify, notes: list[str]) -> Estimate:
+    """The plan's own estimate: traced where asked and possible, else analytic with the reason in a note."""
+    if verify is not None and not any(note.startswith("trace unavailable") for note in notes):
+        try:
+            return verify([settings])[0]
+        except QPlanError as error:
+            notes.append(f"trace unavailable ({error}): analytic plan")
+    return estimator(settings)
 
 
 def _mapped(mapped: Mapped, settings: TrainSettings) -> Mapped:

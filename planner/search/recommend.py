@@ -27,6 +27,7 @@ from planner.search.grid import BATCHES, DEFAULT_MAX_RANK, RANKS, SEARCHED_OPTIM
 
 PREFERENCES = ("seq", "tokens", "rank", "batch")
 Estimator = Callable[[TrainSettings], Estimate]
+ManyEstimator = Callable[[list[TrainSettings]], list[Estimate]]  # several settings priced in one go
 
 
 @dataclass
@@ -88,17 +89,14 @@ def best(found: list[Recommendation], prefer: str = "seq", top: int = 5) -> list
     return sorted(found, key=rank_key(prefer), reverse=True)[:top]
 
 
-def verified(found: list[Recommendation], verify: Estimator | None, budget: int, prefer: str = "seq",
+def verified(found: list[Recommendation], verify: ManyEstimator | None, budget: int, prefer: str = "seq",
              top: int = 5) -> list[Recommendation]:
-    """The ``top`` best plans that still fit when re-priced by ``verify``, walking down the ranking past
-    those that do not; each kept plan carries the verified numbers. ``verify=None``: :func:`best`."""
+    """The ``top`` best plans that still fit when re-priced by ``verify`` (one call for the best ``2 * top``
+    candidates: a traced verifier runs them in one process), walking down the ranking past those that do not;
+    each kept plan carries the verified numbers. ``verify=None``: :func:`best`."""
     if verify is None:
         return best(found, prefer, top)
-    kept: list[Recommendation] = []
-    for rec in sorted(found, key=rank_key(prefer), reverse=True):
-        est = verify(rec.settings)
-        if est.required_bytes <= budget:
-            kept.append(recommendation(rec.settings, est, budget))
-            if len(kept) == top:
-                break
-    return kept
+    candidates = best(found, prefer, 2 * top)
+    checked = verify([rec.settings for rec in candidates])
+    kept = [recommendation(rec.settings, est, budget) for rec, est in zip(candidates, checked) if est.required_bytes <= budget]
+    return kept[:top]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from planner.inputs.settings import TrainSettings
 from planner.trace.errors import TraceUnavailable
 
-__all__ = ["Trace", "TraceUnavailable", "trace_step"]
+__all__ = ["Trace", "TraceUnavailable", "trace_in_this_process", "trace_many", "trace_step"]
 
 FEW_LAYERS = 2  # traced layer counts when extending: FEW_LAYERS and FEW_LAYERS + 1
 FEW_MICRO_BATCHES = 2
@@ -43,6 +43,32 @@ def trace_step(config: dict, settings: TrainSettings, steps: int = 2, full: bool
     (the second is the steady state: optimizer state exists). ``full`` traces every layer and micro-batch and
     keeps the event stream; otherwise models deeper than ``FEW_LAYERS + 1`` layers (or with more micro-batches)
     are extended from small traces, which gives the same peaks and requests (``extrapolate.py``)."""
+    return trace_many(config, [settings], steps, full)[0]
+
+
+def trace_many(config: dict, many: list[TrainSettings], steps: int = 2, full: bool = False) -> list[Trace]:
+    """:func:`trace_step` for each settings, all in one fresh child process (``child.py``): the fake CUDA
+    device a trace installs (``cuda.py``) must never enter the caller's process (a training run's, say), and
+    the autograd engine of a process that already ran a backward pass has sized its device queues without it.
+    One child pays torch's and transformers' import once for all of them."""
+    import pickle
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "planner.trace.child"],
+                          input=pickle.dumps((config, list(many), steps, full)), capture_output=True, check=False)
+    try:
+        status, value = pickle.loads(done.stdout)
+    except Exception:  # the child died (killed, out of memory, a crash in the fake device)
+        last = done.stderr.decode(errors="replace").strip().splitlines()
+        raise TraceUnavailable(f"the trace process ended with code {done.returncode}: {last[-1] if last else 'no output'}") from None
+    if status != "ok":
+        raise TraceUnavailable(value)
+    return value
+
+
+def trace_in_this_process(config: dict, settings: TrainSettings, steps: int = 2, full: bool = False) -> Trace:
+    """:func:`trace_step` in the calling process, which must be one whose autograd engine has not run yet."""
     from planner.trace.run import run
 
     layers = _layers(config)

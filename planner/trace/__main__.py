@@ -14,7 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from planner.commands.plan import add_knob_arguments, settings_from_args
+from planner.files import write_file
+from planner.inputs.flags import add_knob_arguments, settings_from_args
 from planner.errors import QPlanError
 from planner.inputs.units import fmt_gib
 
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps (default 2: the second is the steady state)")
     parser.add_argument("--full-trace", action="store_true", help="trace every layer and micro-batch (keeps the event stream)")
     parser.add_argument("--events-out", type=Path, help="write the event stream as gzipped JSON (implies --full-trace)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --events-out file")
     parser.add_argument("--compare", type=Path, metavar="HISTORY", help="compare with a GPU history (qplan measure "
                         "--history-dir: <scenario>.pickle.gz beside its .json); prints the comparison as JSON")
     parser.add_argument("--json", action="store_true", help="print the trace summary as JSON")
@@ -70,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.events_out:
-        with gzip.open(args.events_out, "wt") as out:
-            json.dump(trace.events, out)
+        try:
+            write_file(args.events_out, gzip.compress(json.dumps(trace.events).encode()), force=args.force)
+        except QPlanError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     summary = trace.model_dump(exclude={"events"})
     if args.compare:
         from planner.trace.compare import compare

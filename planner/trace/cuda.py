@@ -103,7 +103,7 @@ SMALL_SEGMENT = 2 << 20  # kSmallBuffer: the caching allocator's segment for req
 
 
 @contextlib.contextmanager
-def h200_runtime(allocated):
+def h200_runtime(allocated, empty_cache=lambda: None):
     """Answer the CUDA runtime queries of the recipe as one H200 would; ``allocated()`` gives the bytes the
     trace holds now (``torch.cuda.memory_allocated``). The one query of ``memory_reserved`` comes from
     ``caching_allocator_warmup``, when the only request so far is the harness's 4-byte probe
@@ -122,7 +122,7 @@ def h200_runtime(allocated):
         "torch.cuda.get_device_capability": lambda *a: H200_CAPABILITY,
         "torch.cuda.get_rng_state": lambda *a: torch.get_rng_state(),
         "torch.cuda.set_rng_state": lambda *a: None,
-        "torch.cuda.empty_cache": lambda: None,
+        "torch.cuda.empty_cache": empty_cache,
         "torch.cuda.synchronize": lambda *a: None,
     }
     with contextlib.ExitStack() as stack:

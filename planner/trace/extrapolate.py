@@ -27,8 +27,8 @@ WINDOW = 32  # tokens after an insertion that must line up again (fewer where th
 
 
 def tokens(events: list[dict], phases: list[dict]) -> list[tuple]:
-    """``("a", size, op)`` per alloc, ``("F", ((size, op), ...))`` per batch of frees, ``("p", name)`` at
-    each phase start."""
+    """``("a", size, op)`` per alloc, ``("F", ((size, op), ...))`` per batch of frees, ``("E",)`` per
+    ``empty_cache`` call, ``("p", name)`` at each phase start."""
     starts: dict[int, list[str]] = {}
     for phase in phases:
         starts.setdefault(phase["start"], []).append(phase["name"])
@@ -51,6 +51,9 @@ def tokens(events: list[dict], phases: list[dict]) -> list[tuple]:
             out.append(("a", event["size"], event["op"]))
         elif event["action"] == "free_completed":
             batch.append((event["size"], op_of.pop(event["addr"])))
+        elif event["action"] == "empty_cache":
+            flush()
+            out.append(("E",))
     flush()
     return out + [("p", name) for name in starts.get(len(events), ())]
 
@@ -172,7 +175,7 @@ def summary(stream: list[tuple]) -> dict:
             peak, peak_exact = max(peak, now), max(peak_exact, exact)
             if phases:
                 phases[-1]["peak_rounded"] = max(phases[-1]["peak_rounded"], now)
-        else:
+        elif token[0] == "F":
             now -= sum(rounded(size) for size, _ in token[1])
             exact -= sum(size for size, _ in token[1])
     return {"allocated_peak_bytes": peak, "allocated_peak_unrounded_bytes": peak_exact, "requests": requests, "phases": phases}

@@ -127,6 +127,11 @@ class Recorder(TorchDispatchMode):
         self.allocated_rounded -= rounded(size)
 
     # -- phases -------------------------------------------------------------------------------------
+    def empty_cache(self) -> None:
+        """``torch.cuda.empty_cache()`` was called (peft's ``prepare_model_for_kbit_training`` calls it): the
+        caching allocator releases its free segments there, which the allocator simulator replays."""
+        self.events.append({"action": "empty_cache", "addr": 0, "size": 0, "stream": 0})
+
     def mark(self, name: str) -> None:
         """Start phase ``name`` at the next event (closing the one before)."""
         self.close_phase()

@@ -36,7 +36,7 @@ def run(config: dict, settings: TrainSettings, steps: int, micro_batches: int | 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with h200_runtime(lambda: recorder.allocated_rounded), fake_mode, recorder, bnb_on_fake_gpu(recorder, fake_mode), \
+        with h200_runtime(lambda: recorder.allocated_rounded, recorder.empty_cache), fake_mode, recorder, bnb_on_fake_gpu(recorder, fake_mode), \
                 swappable_fakes(fake_mode), sdpa_as_on_h200(recorder.notes), one_sequence_per_row():
             torch.empty(1, device="cuda")  # the worker's probe after torch.cuda.init() (planner/measure/worker.py)
             recorder.mark("load")

@@ -1,4 +1,5 @@
-"""What several verbs share: the training knobs as command-line flags (``qplan``, ``qplan measure``)."""
+"""The training knobs as command-line flags, named as in BitsAndBytesConfig / LoraConfig / TrainingArguments
+(``qplan``, ``qplan measure``, ``python -m planner.trace``), and their reading into :class:`TrainSettings`."""
 
 from __future__ import annotations
 
