@@ -135,10 +135,11 @@ def materialize_all(model, device, dtype, *, log=None, then=None) -> None:
         raise RuntimeError(f"left on meta after materializing: {left[:5]}")
 
 
-def materializer(model, device, dtype):
+def materializer(model, device, dtype, quantize=None):
     """A function that makes one module's own meta parameters and buffers real on ``device``: 4-bit weights
-    from random numbers in ``dtype`` quantized by ``Params4bit.to`` as a checkpoint tensor would be, the rest
-    through the model's ``_init_weights``. Tied parameters stay one Parameter."""
+    from random numbers in ``dtype`` quantized by ``Params4bit.to`` as a checkpoint tensor would be (or by
+    ``quantize(value, meta_param, module)``: the trace's fake-GPU quantization), the rest through the model's
+    ``_init_weights``. Tied parameters stay one Parameter."""
     import torch
 
     try:
@@ -162,7 +163,8 @@ def materializer(model, device, dtype):
                 continue
             if params4bit and isinstance(param, params4bit):
                 value = torch.empty(param.shape, dtype=dtype, device=device).normal_(0.0, std)
-                real = params4bit(value, requires_grad=False, **param.__dict__).to(device)
+                real = (quantize(value, param, module) if quantize else
+                        params4bit(value, requires_grad=False, **param.__dict__).to(device))
                 del value
                 module._is_hf_initialized = True
             else:

@@ -19,7 +19,7 @@ all ``Linear4bit.forward`` and peft read. Its storage and shapes are the real on
 
 from __future__ import annotations
 
-from planner.measure.build import bnb_config, model_dtype
+from planner.measure.build import bnb_config, materializer, model_dtype
 from planner.inputs.settings import TrainSettings
 from planner.trace.errors import TraceUnavailable
 
@@ -69,7 +69,7 @@ def load_on_fake_gpu(model, dtype, hf_quantizer, device_map) -> None:
 
     caching_allocator_warmup(model, expand_device_map(device_map, list(model.state_dict().keys())), hf_quantizer)
     device = torch.device("cuda", 0)
-    materialize = _materializer(model, device, dtype)
+    materialize = materializer(model, device, dtype, quantize=_quantized)
     for module in model.modules():
         materialize(module)
     left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.device.type == "meta"]
@@ -79,43 +79,6 @@ def load_on_fake_gpu(model, dtype, hf_quantizer, device_map) -> None:
         model.hf_quantizer = hf_quantizer
         hf_quantizer.postprocess_model(model)
     model.eval()
-
-
-def _materializer(model, device, dtype):
-    """``planner.measure.build.materializer`` on the fake GPU (4-bit weights through :func:`_quantized`)."""
-    import bitsandbytes as bnb
-    import torch
-
-    std = getattr(model.config, "initializer_range", None) or 0.02
-    done: dict[int, torch.nn.Parameter] = {}
-
-    @torch.no_grad()
-    def materialize(module) -> None:
-        new_params = False
-        for key, param in list(module.named_parameters(recurse=False)):
-            if id(param) in done:  # tied
-                module._parameters[key] = done[id(param)]
-                continue
-            if isinstance(param, bnb.nn.Params4bit):
-                value = torch.empty(param.shape, dtype=dtype, device=device).normal_(0.0, std)
-                real = _quantized(value, param, module)
-                del value
-                module._is_hf_initialized = True
-            else:
-                real = torch.nn.Parameter(torch.empty_like(param, device=device), requires_grad=param.requires_grad)
-                new_params = True
-                if isinstance(module, torch.nn.Linear):  # bias of a Linear4bit
-                    real.zero_()
-            module._parameters[key] = real
-            done[id(param)] = real
-        for key, buffer in list(module.named_buffers(recurse=False)):
-            if buffer is not None and buffer.device.type == "meta":
-                module._buffers[key] = torch.empty_like(buffer, device=device)
-                new_params = True
-        if new_params and not isinstance(module, bnb.nn.Linear4bit):
-            model._init_weights(module)
-
-    return materialize
 
 
 def _quantized(value, meta_param, module):
