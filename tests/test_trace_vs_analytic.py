@@ -28,7 +28,16 @@ def test_the_table_covers_the_catalogue():
 
     traced = {row["model"] for row in TABLE["rows"]}
     assert traced == {entry.slug for entry in catalog_models()}
-    assert len(ROWS) >= 40
+    assert len(ROWS) >= 60
+
+
+def test_what_cannot_be_traced_yet_is_named():
+    """Rows without a trace say why; today: Gemma-2 without checkpointing (its 2- and 3-layer traces do not
+    extend) and the two MoE models (an fp32 matmul in the expert path under fake autocast)."""
+    missing = {(row["model"], row.get("settings", {}).get("gradient_checkpointing")) for row in TABLE["rows"]
+               if "unavailable" in row}
+    assert {model for model, _ in missing} == {"gemma-2-2b", "gemma-2-9b", "gemma-2-27b", "mixtral-8x7b", "qwen3-30b-a3b"}
+    assert all(checkpointing is False for model, checkpointing in missing if model.startswith("gemma-2"))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r['model']}-r{r['settings']['rank']}-s{r['settings']['seq_len']}")
