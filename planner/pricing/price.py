@@ -21,6 +21,7 @@ from planner.inputs.catalog import resolve_model
 from planner.inputs.config_file import Mapped
 from planner.inputs.gpus import Gpu, resolve_gpu
 from planner.inputs.settings import Parallel, TrainSettings
+from planner.inputs.units import fmt_gib
 from planner.memory.estimate import Estimate
 from planner.memory.overhead import OverheadProfile, select_profile
 from planner.memory.parallel import fsdp_recipe, parallel_estimate
@@ -107,17 +108,17 @@ def price(request: PlanRequest) -> Priced:
     notes = [*request.notes, *recipe_notes, *explain.model_notes(arch)]
     notes += [note for note in (explain.ecc_note(request.gpu),) if note]
     estimator = estimator_for(arch, profile, parallel, request.margin)
-    verify = _tracer(request, arch, profile, notes)
+    verify = _tracer(request, arch, profile, estimator, notes)
     budget = info.budget_bytes
     suggestion = None
     if request.search:
         search = Search(base=settings, fixed=request.fixed, max_positions=arch.max_positions,
                         target_batch=request.target_batch, max_rank=request.max_rank)
         found = search.candidates(estimator, budget)
-        ranked = _verified(found, verify, budget, request, notes)
+        ranked = verified(found, verify, budget, request.prefer, request.top)
         open_knobs = not {"rank", "seq_len", "batch"} <= request.fixed
         chosen = (ranked[0].settings if ranked else smallest_settings(settings, request.fixed)) if open_knobs else settings
-        plan = plan_from_estimate(arch, info, chosen, _priced(chosen, estimator, verify, notes), profile, parallel)
+        plan = plan_from_estimate(arch, info, chosen, (verify([chosen])[0] if verify else estimator(chosen)), profile, parallel)
         plan.recommendations = ([r.model_copy(update={"strategy": parallel.strategy}) for r in ranked]
                                 if parallel.gpus > 1 else ranked)
         if found:
@@ -126,9 +127,10 @@ def price(request: PlanRequest) -> Priced:
         stuck = not plan.fits or not ranked
     else:
         chosen = settings
-        plan = plan_from_estimate(arch, info, chosen, _priced(chosen, estimator, verify, notes), profile, parallel)
+        plan = plan_from_estimate(arch, info, chosen, (verify([chosen])[0] if verify else estimator(chosen)), profile, parallel)
         if not plan.fits and request.mapped is not None:
-            suggestion = smallest_change(_mapped(request.mapped, settings), estimator, budget)
+            suggestion = _verified_change(smallest_change(_mapped(request.mapped, settings), estimator, budget),
+                                          verify, budget, notes)
         stuck = not plan.fits and suggestion is None
     if not plan.fits:
         notes.insert(0, explain.why_not(arch, plan, searched=request.search))
@@ -146,9 +148,11 @@ def price(request: PlanRequest) -> Priced:
     return Priced(plan, suggestion)
 
 
-def _tracer(request: PlanRequest, arch: Architecture, profile: OverheadProfile, notes: list[str]):
+def _tracer(request: PlanRequest, arch: Architecture, profile: OverheadProfile, estimator: Estimator,
+            notes: list[str]) -> ManyEstimator | None:
     """``request.verify``'s estimator with the plan's margin, remembering what it priced (the chosen plan is
-    among the verified ones), or None (not asked, or several GPUs: the trace prices one GPU)."""
+    among the verified ones). The first trace that cannot run is one note, and from then on the analytic
+    ``estimator`` answers. None: not asked, or several GPUs (the trace prices one GPU)."""
     if request.verify is None:
         return None
     if request.parallel.gpus > 1:
@@ -157,32 +161,32 @@ def _tracer(request: PlanRequest, arch: Architecture, profile: OverheadProfile, 
     verify, seen = request.verify(arch, request.parallel, profile), {}
 
     def many(settings: list[TrainSettings]) -> list[Estimate]:
+        nonlocal verify
         new = [s for s in dict.fromkeys(settings) if s not in seen]
-        if new:
-            for s, est in zip(new, verify(new)):
-                seen[s] = with_margin(est, profile, request.margin, s.expandable_segments)
+        if new and verify is not None:
+            try:
+                seen.update((s, with_margin(est, profile, request.margin, s.expandable_segments))
+                            for s, est in zip(new, verify(new)))
+            except QPlanError as error:
+                notes.append(f"trace unavailable ({error}): analytic plan")
+                verify = None
+        seen.update((s, estimator(s)) for s in new if s not in seen)
         return [seen[s] for s in settings]
     return many
 
 
-def _verified(found, verify, budget: int, request: PlanRequest, notes: list[str]):
-    """The search's top plans, re-priced by trace where asked; a trace that cannot run falls back, said once."""
-    if verify is not None:
-        try:
-            return verified(found, verify, budget, request.prefer, request.top)
-        except QPlanError as error:
-            notes.append(f"trace unavailable ({error}): analytic plan")
-    return verified(found, None, budget, request.prefer, request.top)
-
-
-def _priced(settings: TrainSettings, estimator: Estimator, verify, notes: list[str]) -> Estimate:
-    """The plan's own estimate: traced where asked and possible, else analytic with the reason in a note."""
-    if verify is not None and not any(note.startswith("trace unavailable") for note in notes):
-        try:
-            return verify([settings])[0]
-        except QPlanError as error:
-            notes.append(f"trace unavailable ({error}): analytic plan")
-    return estimator(settings)
+def _verified_change(suggestion: Suggestion | None, verify: ManyEstimator | None, budget: int,
+                     notes: list[str]) -> Suggestion | None:
+    """The smallest change (searched with the analytic model) re-priced by trace: kept with the traced numbers
+    when it fits, dropped with a note when it does not."""
+    if suggestion is None or verify is None:
+        return suggestion
+    (est,) = verify([suggestion.settings])
+    if est.required_bytes > budget:
+        notes.append(f"the smallest change the analytic model finds does not fit when priced by {est.method}: "
+                     f"it peaks at {fmt_gib(est.device_peak)}")
+        return None
+    return suggestion.model_copy(update={"peak_bytes": est.device_peak, "headroom_bytes": budget - est.required_bytes})
 
 
 def _mapped(mapped: Mapped, settings: TrainSettings) -> Mapped:
