@@ -100,9 +100,7 @@ DEFAULT_OPTIM = "adamw_torch_fused"  # utils/schemas/training.py
 def translate(data: Any) -> Translated:
     r = Reader(data, NAME, READ, IGNORED, UNMODELLED)
     notes: list[str] = []
-    model = r.typed("base_model", str, note=False)
-    if model is None:
-        raise QPlanError(f"{NAME} base_model is not set: qplan needs the model")
+    model = r.model("base_model")
     adapter = r.typed("adapter", str, note=False)
     four, eight = r.typed("load_in_4bit", bool, False, note=False), r.typed("load_in_8bit", bool, False, note=False)
     if adapter is None:

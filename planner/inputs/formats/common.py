@@ -74,6 +74,13 @@ class Reader:
             raise QPlanError(f"{self.name} {key}: expected {want}, got {show(value)}")
         return value
 
+    def model(self, key: str) -> str:
+        """The model the config trains (``base_model``, ``model_name_or_path``): required."""
+        value = self.typed(key, str, note=False)
+        if value is None:
+            raise QPlanError(f"{self.name} {key} is not set: qplan needs the model")
+        return value
+
     def positive(self, key: str, default: int | None = None) -> int | None:
         value = self.typed(key, int, default)
         if value is not None and value < 1:

@@ -83,9 +83,7 @@ ATTN = {"auto": "sdpa", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_atten
 def translate(data: Any) -> Translated:
     r = Reader(data, NAME, READ, IGNORED, UNMODELLED)
     notes: list[str] = []
-    model = r.typed("model_name_or_path", str, note=False)
-    if model is None:
-        raise QPlanError(f"{NAME} model_name_or_path is not set: qplan needs the model")
+    model = r.model("model_name_or_path")
     stage, kind = r.typed("stage", str, "sft", note=False), r.typed("finetuning_type", str, "lora", note=False)
     if stage not in ("sft", "pt"):
         raise QPlanError(f"{NAME} stage: {stage} keeps pairs, a reference or a reward model; qplan prices sft and pt")

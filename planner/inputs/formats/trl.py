@@ -72,9 +72,7 @@ ATTN = {None: "sdpa", "sdpa": "sdpa", "eager": "eager", "flash_attention_2": "fl
 def translate(data: Any) -> Translated:
     r = Reader(data, NAME, READ, IGNORED, UNMODELLED)
     notes: list[str] = []
-    model = r.typed("model_name_or_path", str, note=False)
-    if model is None:
-        raise QPlanError(f"{NAME} model_name_or_path is not set: qplan needs the model")
+    model = r.model("model_name_or_path")
     if not r.typed("use_peft", bool, False, note=False):
         raise QPlanError(f"{NAME} use_peft is not set: trl sft then trains every weight; qplan check prices LoRA and "
                          "QLoRA (use_peft: true)")
