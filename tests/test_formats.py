@@ -256,3 +256,16 @@ def test_mapped_writes_values_as_the_tool_spells_them():
 
     mapped = Mapped(settings=TrainSettings(), values={"gradient_checkpointing": lambda on: not on})
     assert mapped.written_as("gradient_checkpointing", True) is False and mapped.written_as("rank", 8) == 8
+
+
+@pytest.mark.parametrize("fmt,text,key", [
+    ("axolotl", "adapter: qlora\nload_in_4bit: true\nlora_r: 8\n", "base_model"),
+    ("llamafactory", "stage: sft\nfinetuning_type: lora\nlora_rank: 8\n", "model_name_or_path"),
+    ("trl", "use_peft: true\nlora_r: 8\ndtype: bfloat16\n", "model_name_or_path"),
+])
+def test_a_config_without_its_model_is_one_line(tmp_path, capsys, fmt, text, key):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    code, out, err = check(capsys, path, "--gpu", "24GB", "--format", fmt)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{key} is not set: qplan needs the model" in err
