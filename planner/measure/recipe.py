@@ -124,22 +124,35 @@ def run_manual(model, settings: TrainSettings, steps: int, tracker, device, guar
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        for _ in range(settings.grad_accum):
-            ids = random_batch(torch, settings, vocab, generator).to(device)
-            tracker.enter("forward")
-            with autocast:
-                loss = model(input_ids=ids, labels=ids).loss / settings.grad_accum
-            tracker.enter("backward")
-            loss.backward()
-            del loss, ids
-        tracker.enter("optimizer")
-        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-        guard(optimizer)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizer, params, settings, settings.grad_accum,
+                       lambda: random_batch(torch, settings, vocab, generator).to(device), lambda: autocast,
+                       tracker.enter, guard)
         tracker.close()
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:] or times)
+
+
+def optimizer_step(model, optimizer, params: list, settings: TrainSettings, micro_batches: int, batch: Callable,
+                   autocast: Callable, mark: Callable[[str], None], guard: Callable | None = None) -> None:
+    """One optimizer step of the manual loop, shared by the GPU harness and the trace (``planner.trace.step``):
+    ``micro_batches`` of ``batch()`` forward under ``autocast()`` and backward, loss scaled by grad_accum, then
+    clipping, ``guard(optimizer)``, the step and ``zero_grad``; ``mark`` names each phase as it starts."""
+    import torch
+
+    for _ in range(micro_batches):
+        ids = batch()
+        mark("forward")
+        with autocast():
+            loss = model(input_ids=ids, labels=ids).loss / settings.grad_accum
+        mark("backward")
+        loss.backward()
+        del loss, ids
+    mark("optimizer")
+    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+    if guard is not None:
+        guard(optimizer)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def run_trainer(model, settings: TrainSettings, steps: int, tracker, device, guard: Callable) -> float:

@@ -28,7 +28,7 @@ import contextlib
 import tempfile
 from unittest import mock
 
-from planner.measure.recipe import MAX_GRAD_NORM, make_optimizer, training_arguments
+from planner.measure.recipe import make_optimizer, optimizer_step, training_arguments
 from planner.inputs.settings import TrainSettings
 
 
@@ -106,21 +106,13 @@ def optimizer_for(model, settings: TrainSettings, steps: int):
 
 def train(model, optimizer, settings: TrainSettings, recorder, steps: int, micro_batches: int | None = None) -> None:
     """``steps`` optimizer steps of ``micro_batches`` (default ``grad_accum``) micro-batches each, with phase
-    marks; the batch is built on the CPU and copied over, as the harness's ``random_batch(...).to(device)``."""
+    marks, through the harness's own step (``planner.measure.recipe.optimizer_step``); the batch is built on
+    the CPU and copied over, as the harness's ``random_batch(...).to(device)``."""
     import torch
 
     params = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
     for _ in range(steps):
-        for _ in range(micro_batches or settings.grad_accum):
-            ids = torch.zeros((settings.batch, settings.seq_len), dtype=torch.long).to("cuda")
-            recorder.mark("forward")
-            with cuda_autocast(settings):
-                loss = model(input_ids=ids, labels=ids).loss / settings.grad_accum
-            recorder.mark("backward")
-            loss.backward()
-            del loss, ids
-        recorder.mark("optimizer")
-        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizer, params, settings, micro_batches or settings.grad_accum,
+                       lambda: torch.zeros((settings.batch, settings.seq_len), dtype=torch.long).to("cuda"),
+                       lambda: cuda_autocast(settings), recorder.mark)
