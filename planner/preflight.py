@@ -104,7 +104,6 @@ def request_from_objects(model: Any, quantization_config: Any = None, lora_confi
 def with_expandable_segments(request: PlanRequest, note: str) -> PlanRequest:
     """The request for a run whose allocator uses expandable segments."""
     request.settings = request.settings.model_copy(update={"expandable_segments": True})
-    request.mapped.settings = request.settings
     request.notes.append(note)
     return request
 

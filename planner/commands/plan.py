@@ -19,7 +19,6 @@ from planner.output.emit import EMITTERS as EMIT_FORMATS, emit_plan
 from planner.pricing.price import PlanRequest, price
 from planner.search.grid import DEFAULT_MAX_RANK, RANKS
 from planner.search.recommend import PREFERENCES
-from planner.trace.estimate import verifier
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         check_report_path(args.report, args.force)
     request = PlanRequest.named(args.model, args.gpu, ecc=args.ecc, settings=settings, fixed=fixed, parallel=parallel,
         target_batch=args.target_batch, max_rank=args.max_rank, margin=margin.parse_margin(args.margin), prefer=args.prefer,
-        profile=args.profile, top=args.top, verify=verifier if args.trace else None,
+        profile=args.profile, top=args.top, verify=_tracer() if args.trace else None,
     )
     plan = price(request).plan
     if args.report:  # written before stdout, whatever happens to it
@@ -83,3 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
         render(plan)
     return 0  # a plan is an answer either way; `qplan check` is the gate that exits 1 when a run will not fit
+
+
+def _tracer():
+    """The ``--trace`` hook (``planner.trace.estimate.verifier``), imported only when asked for."""
+    from planner.trace.estimate import verifier
+
+    return verifier
